@@ -1,0 +1,169 @@
+"""The LightningModule: loss, SGD updates, the stepped learning rate and what goes to TensorBoard."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.core.optimizer import LightningOptimizer
+
+from charmlp.datamodule import MinibatchSampler
+from charmlp.errors import CharmlpError
+from charmlp.mlp import MLP
+
+
+class NonFiniteLossError(CharmlpError):
+    """The loss became NaN or infinite: the weights after that update are useless."""
+
+
+class CharMLPModule(L.LightningModule):
+    """Trains an MLP with one update per minibatch, `updates_per_step` updates per Lightning step.
+
+    Lightning's own per-step work (hooks, progress, logging) costs more than an update of this tiny model,
+    so each training step runs a short loop of real updates; `trainer.global_step` still counts updates.
+    Plain SGD on one process takes `MLP.sgd_step_` (hand-written gradients, no autograd: the same numbers,
+    1.5x the seed's loop); any other optimizer, dropout, DDP or mixed precision takes Lightning's
+    `manual_backward` + `optimizer.step()`.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        vocab: Mapping[str, Any] | None = None,
+        updates_per_step: int = 100,
+        fused_sgd: bool = True,
+    ) -> None:
+        super().__init__()
+        if updates_per_step < 1:
+            raise CharmlpError(f"updates_per_step must be at least 1, got {updates_per_step}")
+        # plain containers only, so checkpoints load with torch.load(weights_only=True)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.mlp = MLP(**model)
+        self.updates_per_step = updates_per_step
+        self._eval_sums: list[torch.Tensor] = []
+        self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)  # for loss.png
+        self.updates_done = 0
+        self.fused_sgd = fused_sgd
+        self._fused = False  # in this process, for the updates/s figure
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.mlp(idx)
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        if hp.optimizer.get("lr", 1) <= 0:
+            raise CharmlpError(f"optimizer.lr must be positive, got {hp.optimizer['lr']}")
+        optimizer = instantiate(dict(hp.optimizer), params=self.parameters(), _convert_="all")
+        if not hp.scheduler:
+            return {"optimizer": optimizer}
+        scheduler = instantiate(dict(hp.scheduler), optimizer=optimizer, _convert_="all")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        optimizer = self.optimizers().optimizer
+        group = optimizer.param_groups[0]
+        plain_sgd = (
+            type(optimizer) is torch.optim.SGD
+            and len(optimizer.param_groups) == 1
+            and not (group["momentum"] or group["nesterov"] or group["maximize"])
+        )
+        # hand-written gradients need one process at full precision (DDP and AMP hook into autograd)
+        one_process_fp32 = self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
+        self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and not self.mlp.dropout
+        self._mlp = self.mlp  # skips nn.Module's attribute lookup in the per-update loop
+        if self._fused:  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
+            optimizer._opt_called = True
+
+    def training_step(self, sampler: MinibatchSampler, batch_idx: int) -> None:
+        optimizer, scheduler, trainer = self.optimizers(), self.lr_schedulers(), self.trainer
+        todo = self.updates_per_step
+        if trainer.max_steps >= 0:
+            todo = min(todo, trainer.max_steps - self.global_step)
+        update = self._fused_update if self._fused else self._autograd_update
+        xs, ys = sampler.draw(todo)
+        losses = []
+        for x, y in zip(xs, ys):
+            losses.append(update(optimizer, x, y))
+            if scheduler is not None:
+                scheduler.step()
+        self.updates_done += todo
+        losses = torch.stack(losses)
+        self._check_finite(losses)
+        if self.global_step == trainer.max_steps:
+            trainer.should_stop = True  # makes Lightning validate once more before it stops
+        self.log_scalars({"train/loss": losses.mean(), "lr": optimizer.param_groups[0]["lr"]})
+
+    def _autograd_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One update through autograd and the configured optimizer, with all of Lightning's hooks."""
+        loss = F.cross_entropy(self.mlp(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss.detach()
+
+    def _fused_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The same plain-SGD update by MLP.sgd_step_: hand-written gradients, no autograd, no hooks."""
+        group = optimizer.optimizer.param_groups[0]
+        optimizer._on_before_step()  # what LightningOptimizer.step does around a step: counts the update
+        loss = self._mlp.sgd_step_(x, y, lr=group["lr"], weight_decay=group["weight_decay"])
+        optimizer._on_after_step()
+        return loss
+
+    def _check_finite(self, losses: torch.Tensor) -> None:
+        bad = ~torch.isfinite(losses)
+        if bad.any():  # one host sync per step, not per update
+            update = self.global_step - len(losses) + int(bad.nonzero()[0]) + 1
+            raise NonFiniteLossError(
+                f"the training loss became {losses[bad][0].item()} at update {update}; the checkpoints "
+                "written before it are kept. Lower optimizer.lr or check the data"
+            )
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_sums.append(self._loss_sum(batch))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_sums.append(self._loss_sum(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_split_loss("val/loss")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split_loss("test/loss")
+
+    def _loss_sum(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = batch
+        return torch.stack(
+            [F.cross_entropy(self.mlp(x), y, reduction="sum"), torch.tensor(float(len(y)), device=y.device)]
+        )
+
+    def _log_split_loss(self, name: str) -> None:
+        """Mean over every example of the split (weighted by examples, not by batches)."""
+        loss_sum, count = torch.stack(self._eval_sums).sum(0)
+        self._eval_sums.clear()
+        loss = loss_sum / count
+        self.log(name, loss, logger=False)  # for checkpointing and the callbacks
+        self.log_scalars({name: loss})
+
+    def log_scalars(self, metrics: Mapping[str, Any]) -> None:
+        """Write to the loggers against the number of updates (Lightning's own x-axis counts steps)."""
+        values = {k: float(v) for k, v in metrics.items()}
+        for k, v in values.items():
+            self.history[k].append((self.global_step, v))
+        for logger in self.loggers:
+            logger.log_metrics(values, step=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # dropout draws from torch's global generator: keep it so a resumed run continues the same trajectory
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])

@@ -1,0 +1,122 @@
+"""The character MLP of Bengio et al. 2003, as built in makemore part 2: pure math, no I/O."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charmlp.errors import CharmlpError
+
+TANH_GAIN = 5 / 3  # keeps tanh pre-activations at unit scale under the "scaled" init
+
+
+class MLP(nn.Module):
+    """Embedding table C, tanh hidden layer(s), linear output: logits for the next character.
+
+    Parameters keep the lecture's names: C (vocab x emb_dim), W1/b1 the first hidden layer, and the last
+    W/b pair the output layer (W2/b2 with one hidden layer, 11,897 numbers at the defaults).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        block_size: int = 3,
+        emb_dim: int = 10,
+        hidden_dim: int = 200,
+        num_hidden: int = 1,
+        dropout: float = 0.0,
+        init: str = "normal",
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("data.block_size", block_size),
+            ("model.emb_dim", emb_dim),
+            ("model.hidden_dim", hidden_dim),
+            ("model.num_hidden", num_hidden),
+        ):
+            if value < 1:
+                raise CharmlpError(f"{name} must be at least 1, got {value}")
+        if not 0 <= dropout < 1:
+            raise CharmlpError(f"model.dropout must be in [0, 1), got {dropout}")
+        if init not in ("normal", "scaled"):
+            raise CharmlpError(f"model.init must be 'normal' (the seed's N(0, 1)) or 'scaled', got {init!r}")
+        self.block_size = block_size
+        self.dropout = dropout
+        # N(0, 1) in the seed's order C, W1, b1, W2, b2: under the same seed these are the lecture's numbers
+        self.C = nn.Parameter(torch.randn(vocab_size, emb_dim))
+        widths = [block_size * emb_dim] + [hidden_dim] * num_hidden + [vocab_size]
+        self.num_layers = len(widths) - 1
+        self._layer_names = [(f"W{i}", f"b{i}") for i in range(1, self.num_layers + 1)]
+        for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
+            setattr(self, f"W{i}", nn.Parameter(torch.randn(fan_in, fan_out)))
+            setattr(self, f"b{i}", nn.Parameter(torch.randn(fan_out)))
+        if init == "scaled":
+            self._scale_init()
+
+    @torch.no_grad()
+    def _scale_init(self) -> None:
+        """Kaiming-style tanh init (makemore part 3): unit-scale pre-activations, near-uniform first logits."""
+        for i in range(1, self.num_layers + 1):
+            W, b = self.layer(i)
+            is_output = i == self.num_layers
+            W.mul_(0.01 if is_output else TANH_GAIN / math.sqrt(W.shape[0]))
+            b.mul_(0.0 if is_output else 0.01)
+
+    def layer(self, i: int) -> tuple[nn.Parameter, nn.Parameter]:
+        return getattr(self, f"W{i}"), getattr(self, f"b{i}")
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size)."""
+        h = F.embedding(idx, self.C).view(idx.shape[0], -1)
+        for i in range(1, self.num_layers):
+            W, b = self.layer(i)
+            h = torch.tanh(torch.addmm(b, h, W))
+            if self.dropout and self.training:
+                h = F.dropout(h, self.dropout)
+        W, b = self.layer(self.num_layers)
+        return torch.addmm(b, h, W)
+
+    @torch.no_grad()
+    def sgd_step_(self, idx: torch.Tensor, targets: torch.Tensor, lr: float, weight_decay: float = 0.0) -> torch.Tensor:
+        """One plain-SGD update on a minibatch with the gradients worked out by hand; returns the loss before it.
+
+        The numbers of `F.cross_entropy` + `backward()` + `torch.optim.SGD(lr, weight_decay)` (makemore
+        part 4 derives each line), without autograd's bookkeeping, which on a model this small costs more
+        than the arithmetic. Each layer's gradient goes into its weights as soon as the layer below has
+        used the old ones. Dropout needs autograd.
+        """
+        if self.dropout:
+            raise ValueError("sgd_step_ has no dropout; train with autograd when model.dropout > 0")
+        # plain dict lookups and builtin ops only: Python overhead is a third of the time at this size
+        params, B = self._parameters, idx.shape[0]
+        layers = [(params[w], params[b]) for w, b in self._layer_names]
+        inputs = [F.embedding(idx, params["C"]).view(B, -1)]  # the input of each layer
+        for W, b in layers[:-1]:
+            inputs.append(torch.tanh(torch.addmm(b, inputs[-1], W)))
+        W, b = layers[-1]
+        logprobs = torch.log_softmax(torch.addmm(b, inputs[-1], W), dim=1)
+        targets = targets.unsqueeze(1)
+        loss = logprobs.gather(1, targets).mean().neg()
+        # d(sum of losses)/d(logits) = softmax - one_hot; the 1/B of the mean goes into the step size
+        grad_out = logprobs.exp_().scatter_add_(1, targets, torch.full((B, 1), -1.0, device=idx.device))
+        step, decay = -lr / B, 1 - lr * weight_decay
+        for i in range(len(layers) - 1, -1, -1):
+            (W, b), x = layers[i], inputs[i]
+            grad_in = grad_out @ W.T  # with W before its update
+            if i > 0:
+                grad_in.mul_(torch.rsub(x * x, 1))  # x = tanh(pre-activation), and tanh' = 1 - tanh^2
+            if weight_decay:
+                W.mul_(decay)
+                b.mul_(decay)
+            W.addmm_(x.T, grad_out, alpha=step)
+            b.add_(grad_out.sum(0), alpha=step)
+            grad_out = grad_in
+        C = params["C"]
+        if weight_decay:
+            C.mul_(decay)
+        C.index_add_(0, idx.reshape(-1), grad_out.view(-1, C.shape[1]), alpha=step)
+        return loss

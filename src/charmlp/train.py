@@ -1,0 +1,217 @@
+"""run(cfg): build the data, model, callbacks, logger and trainer from the config; fit; test; report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig
+
+from charmlp.callbacks import GracefulStop
+from charmlp.checkpoint_io import AtomicCheckpointIO, atomic_write
+from charmlp.config import to_plain
+from charmlp.datamodule import NamesDataModule, SplitBatches
+from charmlp.errors import CharmlpError, TrainingInterrupted
+from charmlp.lit_module import CharMLPModule
+from charmlp.mlp import MLP
+from charmlp.plots import embedding_figure, loss_figure, save_figure
+from charmlp.runs import newest_checkpoint
+from charmlp.sampling import generate
+
+log = logging.getLogger("charmlp")
+# Lightning's package logger prints to the console itself; under Hydra the root logger already does
+if logging.getLogger().hasHandlers():
+    logging.getLogger("lightning").handlers.clear()
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # raised inside Lightning, not actionable here
+
+
+def run(cfg: DictConfig) -> float:
+    """Train one model as the config says; return the best val/loss (what a sweeper minimises)."""
+    started = time.perf_counter()
+    torch.set_num_threads(int(cfg.threads))
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, verbose=False)
+
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    logger = instantiate(cfg.logger)
+    trainer = build_trainer(cfg, callbacks, logger)
+
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
+    fit_started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - fit_started
+    stop = next(c for c in callbacks if isinstance(c, GracefulStop))
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    if stop.received is not None:
+        last = Path(checkpoint.dirpath) / "last.ckpt"
+        raise TrainingInterrupted(
+            f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. Resume with: "
+            f"python train.py ckpt_path={last} (plus this run's overrides)"
+        )
+    if not trainer.is_global_zero:
+        return float(checkpoint.best_model_score)
+
+    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+    test_loss = float(trainer.callback_metrics["test/loss"])
+    metrics = {
+        "train/loss": split_loss(module.mlp, datamodule.split_batches("train")),
+        "val/loss": float(checkpoint.best_model_score),
+        "test/loss": test_loss,
+    }
+    metrics["train_val_gap"] = metrics["val/loss"] - metrics["train/loss"]
+    metrics.update(
+        steps=trainer.global_step,
+        seconds=round(fit_seconds, 2),
+        updates_per_second=round(module.updates_done / max(fit_seconds, 1e-9), 1),
+    )
+    write_json(run_dir / "metrics.json", metrics)
+    report(module, datamodule, logger, cfg, metrics, run_dir)
+    print_table(metrics, run_dir, time.perf_counter() - started)
+    return metrics["val/loss"]
+
+
+def build_datamodule(cfg: DictConfig) -> NamesDataModule:
+    d = cfg.data
+    datamodule = NamesDataModule(
+        path=d.path,
+        block_size=d.block_size,
+        batch_size=d.batch_size,
+        splits=list(d.splits),
+        split_seed=d.split_seed,
+        seed=cfg.seed,
+        eval_batch_size=d.eval_batch_size,
+    )
+    datamodule.setup("fit")  # the vocabulary size decides the model's shape
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharMLPModule:
+    model_args = {**to_plain(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
+    return CharMLPModule(
+        model=model_args,
+        optimizer=to_plain(cfg.optimizer),
+        scheduler=to_plain(cfg.scheduler),
+        vocab=datamodule.vocab.to_dict(),
+        updates_per_step=cfg.updates_per_step,
+        fused_sgd=cfg.fused_sgd,
+    )
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:
+    """The configured Trainer, with intervals given in updates turned into Lightning steps."""
+    per_step = int(cfg.updates_per_step)
+    if per_step < 1:
+        raise CharmlpError(f"updates_per_step must be at least 1, got {per_step}")
+    max_steps, val_every = int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval)
+    if max_steps < 1:
+        raise CharmlpError(f"trainer.max_steps must be at least 1 update, got {max_steps}")
+    if val_every < 1 or val_every % per_step:
+        raise CharmlpError(
+            f"trainer.val_check_interval ({val_every} updates) must be a positive multiple of "
+            f"updates_per_step ({per_step})"
+        )
+    return instantiate(
+        cfg.trainer,
+        val_check_interval=val_every // per_step,
+        callbacks=callbacks,
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=cfg.paths.output_dir,
+        enable_checkpointing=True,
+    )
+
+
+def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        found = newest_checkpoint("last.ckpt")
+        if found is None:
+            raise CharmlpError("ckpt_path=last: no run under ./outputs or ./multirun has a checkpoints/last.ckpt")
+        log.info("resuming from %s", found)
+        return str(found)
+    if not Path(ckpt_path).is_file():
+        raise CharmlpError(f"ckpt_path {ckpt_path} does not exist; give a checkpoint file or ckpt_path=last")
+    return ckpt_path
+
+
+@torch.no_grad()
+def split_loss(model: MLP, batches: SplitBatches) -> float:
+    """Cross-entropy over every example of a split, on the model's device."""
+    model.eval()
+    device = model.C.device
+    total, count = 0.0, 0
+    for x, y in batches:
+        total += float(torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device), reduction="sum"))
+        count += len(y)
+    return total / count
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def report(
+    module: CharMLPModule, datamodule: NamesDataModule, logger: Any, cfg: DictConfig, metrics: dict, run_dir: Path
+) -> None:
+    """embedding.png, loss.png, and in TensorBoard: both images, C in the projector, samples, hparams."""
+    labels = list(datamodule.vocab.itos)
+    figures = {
+        "embedding": embedding_figure(module.mlp.C, labels),
+        "loss": loss_figure(module.history["train/loss"], module.history["val/loss"]),
+    }
+    for name, fig in figures.items():
+        save_figure(fig, str(run_dir / f"{name}.png"))
+    generator = torch.Generator(device=module.mlp.C.device).manual_seed(int(cfg.seed))
+    names = [s.name for s in generate(module.mlp, datamodule.vocab, 20, generator)]
+    log.info("samples: %s", " ".join(names))
+    if not isinstance(logger, TensorBoardLogger):
+        return
+    writer, step = logger.experiment, metrics["steps"]
+    for name, fig in figures.items():
+        writer.add_figure(name, fig, global_step=step)
+    writer.add_embedding(module.mlp.C.detach().cpu(), metadata=labels, tag="C", global_step=step)
+    writer.add_text("samples", "  \n".join(names), global_step=step)
+    log_hparams(writer, cfg, metrics)
+    logger.finalize("success")
+
+
+def log_hparams(writer: Any, cfg: DictConfig, metrics: dict) -> None:
+    """HPARAMS tab entry tied to the val/loss, test/loss and train/loss series (no extra scalar points)."""
+    from torch.utils.tensorboard.summary import hparams
+
+    params = {k: v for k, v in flatten(to_plain(cfg)).items() if not k.startswith(("paths.", "hydra."))}
+    params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
+    exp, ssi, sei = hparams(params, {k: metrics[k] for k in ("val/loss", "test/loss", "train/loss")})
+    for summary in (exp, ssi, sei):
+        writer.file_writer.add_summary(summary)
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
+    rows = [(name, metrics[f"{name}/loss"]) for name in ("train", "val", "test")]
+    lines = [f"{'split':<6} {'loss':>7}"] + [f"{n:<6} {v:>7.4f}" for n, v in rows]
+    lines.append(f"{'gap':<6} {metrics['train_val_gap']:>7.4f}  (val - train)")
+    lines.append(f"{metrics['steps']} updates in {metrics['seconds']:.1f} s of training, {seconds:.1f} s in all")
+    lines.append(f"run directory: {run_dir}")
+    print("\n".join(lines), file=sys.stderr)

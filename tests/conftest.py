@@ -1,0 +1,37 @@
+"""Shared helpers: the repo root, a tiny word list, and a runner for train.py / sample.py as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = ["trainer.val_check_interval=100", "updates_per_step=50"]  # small runs still validate and checkpoint
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout, env=env,
+    )
+
+
+@pytest.fixture
+def tiny_words(tmp_path: Path) -> Path:
+    path = tmp_path / "words.txt"
+    path.write_text("emma\nava\nmia\nzoe\nliam\nnoah\neli\nleo\nkai\nmax\nada\nivy\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short training run on the bundled data, shared by the sampling tests."""
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_script("train.py", "trainer.max_steps=3000", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return run_dir

@@ -1,0 +1,82 @@
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charmlp.errors import CharmlpError
+from charmlp.mlp import MLP
+
+
+def test_lecture_parameter_count_and_names():
+    mlp = MLP(vocab_size=27, block_size=3, emb_dim=10, hidden_dim=200)
+    shapes = {name: tuple(p.shape) for name, p in mlp.named_parameters()}
+    assert shapes == {"C": (27, 10), "W1": (30, 200), "b1": (200,), "W2": (200, 27), "b2": (27,)}
+    assert sum(p.numel() for p in mlp.parameters()) == 11_897
+
+
+def test_init_is_the_seeds_randn_sequence():
+    torch.manual_seed(2147483647)
+    mlp = MLP(27)
+    g = torch.Generator().manual_seed(2147483647)
+    C = torch.randn((27, 10), generator=g)
+    W1 = torch.randn((30, 200), generator=g)
+    assert torch.equal(mlp.C, C) and torch.equal(mlp.W1, W1)
+
+
+def test_forward_is_the_seeds_formula():
+    mlp = MLP(27)
+    idx = torch.randint(0, 27, (5, 3))
+    h = torch.tanh(mlp.C[idx].view(-1, 30) @ mlp.W1 + mlp.b1)
+    torch.testing.assert_close(mlp(idx), h @ mlp.W2 + mlp.b2)
+
+
+def test_manual_softmax_nll_equals_cross_entropy():
+    logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, -1.0]])
+    y = torch.tensor([0, 2])
+    counts = logits.exp()
+    probs = counts / counts.sum(1, keepdim=True)
+    manual = -probs[torch.arange(2), y].log().mean()
+    # by hand: -(log(e^2/(e^2+e+e^0.1)) + log(e^-1/(e^0.5+e^2.5+e^-1))) / 2
+    by_hand = -(
+        2 - math.log(math.e**2 + math.e + math.e**0.1) + (-1) - math.log(math.e**0.5 + math.e**2.5 + math.e**-1)
+    ) / 2
+    assert manual.item() == pytest.approx(by_hand, abs=1e-6)
+    assert F.cross_entropy(logits, y).item() == pytest.approx(manual.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("num_hidden,weight_decay", [(1, 0.0), (1, 0.01), (2, 0.0)])
+def test_hand_written_sgd_step_equals_autograd_and_torch_sgd(num_hidden, weight_decay):
+    torch.manual_seed(0)
+    fused = MLP(27, block_size=3, emb_dim=4, hidden_dim=16, num_hidden=num_hidden)
+    reference = copy.deepcopy(fused)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, weight_decay=weight_decay)
+    for _ in range(3):
+        x, y = torch.randint(0, 27, (8, 3)), torch.randint(0, 27, (8,))
+        x[0] = x[1]  # a repeated context: C gets two contributions to the same rows
+        loss = F.cross_entropy(reference(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        fused_loss = fused.sgd_step_(x, y, lr=0.1, weight_decay=weight_decay)
+        assert fused_loss.item() == pytest.approx(loss.item(), abs=1e-5)
+    for (name, a), b in zip(fused.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_scaled_init_starts_near_uniform():
+    torch.manual_seed(0)
+    idx = torch.randint(0, 27, (512, 3))
+    normal = F.cross_entropy(MLP(27)(idx), torch.randint(0, 27, (512,)))
+    scaled = F.cross_entropy(MLP(27, init="scaled")(idx), torch.randint(0, 27, (512,)))
+    assert abs(scaled.item() - math.log(27)) < 0.05  # ln 27 = 3.30: the uniform guess
+    assert normal.item() > 8  # the lecture's first loss is ~17-27
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"emb_dim": 0}, {"hidden_dim": 0}, {"block_size": 0}, {"dropout": 1.0}, {"init": "xavier"}]
+)
+def test_impossible_shapes(kwargs):
+    with pytest.raises(CharmlpError):
+        MLP(27, **kwargs)

@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""Train a character-level MLP: python train.py [experiment=lecture] [group=option] [key=value ...].
+
+Hydra composes conf/train.yaml; see README for the groups. Errors a user can cause print one line and
+exit with code 2 (130 after Ctrl-C, with the command to resume).
+"""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from charmlp.config import register_resolvers
+from charmlp.errors import CharmlpError
+
+register_resolvers(Path(__file__).parent)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from charmlp.entry import train_job  # heavy imports only once Hydra has parsed the command line
+
+    return train_job(cfg)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except CharmlpError as err:  # raised while Hydra composes (e.g. an unknown experiment is Hydra's own)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
