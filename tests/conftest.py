@@ -17,8 +17,23 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: int = 
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
-        capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env=env,
     )
+
+
+def compose_cfg(output_dir: Path, *overrides: str):
+    """The composed train config, as train.py would see it, writing into output_dir."""
+    from hydra import compose, initialize_config_dir
+
+    from charmlp.config import register_resolvers
+
+    register_resolvers(ROOT)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
 @pytest.fixture

@@ -39,9 +39,9 @@ def test_manual_softmax_nll_equals_cross_entropy():
     probs = counts / counts.sum(1, keepdim=True)
     manual = -probs[torch.arange(2), y].log().mean()
     # by hand: -(log(e^2/(e^2+e+e^0.1)) + log(e^-1/(e^0.5+e^2.5+e^-1))) / 2
-    by_hand = -(
-        2 - math.log(math.e**2 + math.e + math.e**0.1) + (-1) - math.log(math.e**0.5 + math.e**2.5 + math.e**-1)
-    ) / 2
+    by_hand = (
+        -(2 - math.log(math.e**2 + math.e + math.e**0.1) + (-1) - math.log(math.e**0.5 + math.e**2.5 + math.e**-1)) / 2
+    )
     assert manual.item() == pytest.approx(by_hand, abs=1e-6)
     assert F.cross_entropy(logits, y).item() == pytest.approx(manual.item(), abs=1e-6)
 

@@ -43,7 +43,8 @@ class UpdateProgressBar(L.Callback):
             self.bar.close()
             self.bar = None
 
-    on_exception = on_train_end  # type: ignore[assignment]
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)
 
 
 class GracefulStop(L.Callback):
@@ -75,7 +76,8 @@ class GracefulStop(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
 
-    on_exception = on_train_end  # type: ignore[assignment]
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():

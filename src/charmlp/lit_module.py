@@ -78,7 +78,7 @@ class CharMLPModule(L.LightningModule):
         # hand-written gradients need one process at full precision (DDP and AMP hook into autograd)
         one_process_fp32 = self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
         self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and not self.mlp.dropout
-        self._mlp = self.mlp  # skips nn.Module's attribute lookup in the per-update loop
+        self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
         if self._fused:  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
             optimizer._opt_called = True
 
@@ -113,7 +113,7 @@ class CharMLPModule(L.LightningModule):
         """The same plain-SGD update by MLP.sgd_step_: hand-written gradients, no autograd, no hooks."""
         group = optimizer.optimizer.param_groups[0]
         optimizer._on_before_step()  # what LightningOptimizer.step does around a step: counts the update
-        loss = self._mlp.sgd_step_(x, y, lr=group["lr"], weight_decay=group["weight_decay"])
+        loss = self._sgd_step(x, y, lr=group["lr"], weight_decay=group["weight_decay"])
         optimizer._on_after_step()
         return loss
 

@@ -1,32 +1,59 @@
-"""Generating and scoring names with an MLP and a Vocabulary: pure torch, no Lightning, no data file."""
+"""Generating and scoring names with a trained network: numpy only (no torch import, no Lightning, no data).
+
+The network is the MLP's weights as arrays; generation follows the seed's loop for many names at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP
 from charmlp.vocab import Vocabulary
-from charmlp.windows import build_windows
+
+
+@dataclass(frozen=True)
+class Network:
+    """The MLP's forward pass over numpy arrays: embedding C, tanh layers, linear output."""
+
+    C: np.ndarray
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (W, b) of each layer, the output layer last
+    block_size: int
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray], block_size: int) -> Network:
+        """From the MLP's parameters by name (C, W1, b1, ..., Wk, bk), as numpy arrays."""
+        count = sum(1 for k in state if k.startswith("W"))
+        layers = tuple((np.asarray(state[f"W{i}"]), np.asarray(state[f"b{i}"])) for i in range(1, count + 1))
+        return cls(np.asarray(state["C"]), layers, block_size)
+
+    def logits(self, context: np.ndarray) -> np.ndarray:
+        h = self.C[context].reshape(len(context), -1)
+        for W, b in self.layers[:-1]:
+            h = np.tanh(h @ W + b)
+        W, b = self.layers[-1]
+        return h @ W + b
 
 
 @dataclass(frozen=True)
 class Sample:
     name: str
-    logprob: float  # natural log-probability of the name and its end token under the model
-    finished: bool  # False when max_len cut it before the model chose the end token
+    logprob: float  # natural log-probability of the name and its end token under the sampling distribution
+    finished: bool  # False when max_len cut the name before the model chose the end token
 
 
-@torch.no_grad()
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def generate(
-    model: MLP,
+    net: Network,
     vocab: Vocabulary,
     n: int,
-    generator: torch.Generator,
+    rng: np.random.Generator,
     temperature: float = 1.0,
     top_k: int | None = None,
     max_len: int = 50,
@@ -34,8 +61,8 @@ def generate(
 ) -> list[Sample]:
     """The seed's sampling loop for n names at once: context of '.', softmax, multinomial, slide, stop at '.'.
 
-    All contexts advance together; a finished name keeps drawing (its draws are ignored) so that every row
-    uses the generator the same way, which keeps results reproducible for a seed and device.
+    All unfinished names advance together; a finished one drops out of the batch. Draws come from `rng`
+    only, so a seed gives the same names every time.
     """
     if temperature <= 0:
         raise CharmlpError(f"temperature must be positive, got {temperature}")
@@ -43,30 +70,28 @@ def generate(
         raise CharmlpError(f"top_k must be at least 1, got {top_k}")
     if max_len <= len(prefix):
         raise CharmlpError(f"max_len ({max_len}) must be longer than the prefix {prefix!r}")
-    model.eval()
-    device = model.C.device
-    prefix_ids = vocab.encode(prefix)
-    context = torch.zeros(n, model.block_size, dtype=torch.long, device=device)
-    for ix in prefix_ids:  # the prefix is fed in as if the model had drawn it
-        context = torch.cat([context[:, 1:], torch.full((n, 1), ix, device=device)], dim=1)
+    context = np.zeros((n, net.block_size), dtype=np.int64)
+    for ix in vocab.encode(prefix):  # the prefix goes in as if the model had drawn it
+        context = np.concatenate([context[:, 1:], np.full((n, 1), ix)], axis=1)
     steps = max_len - len(prefix)
-    drawn = torch.zeros(n, steps, dtype=torch.long, device=device)
-    logprob = torch.zeros(n, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
+    drawn = np.zeros((n, steps), dtype=np.int64)
+    logprob = np.zeros(n)
+    active = np.arange(n)
     for t in range(steps):
-        logits = model(context) / temperature
+        logits = net.logits(context[active]).astype(np.float64) / temperature
         if top_k is not None and top_k < logits.shape[1]:
-            kth = torch.topk(logits, top_k, dim=1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        logp = F.log_softmax(logits, dim=1)
-        ix = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(1)
-        logprob += torch.where(done, 0.0, logp.gather(1, ix[:, None]).squeeze(1))
-        ix = ix.masked_fill(done, 0)
-        drawn[:, t] = ix
-        done |= ix == 0
-        if t % 8 == 7 and bool(done.all()):  # an occasional host sync, not one per character
+            kth = np.partition(logits, -top_k, axis=1)[:, -top_k, None]
+            logits = np.where(logits < kth, -np.inf, logits)
+        logp = log_softmax(logits)
+        cdf = np.cumsum(np.exp(logp), axis=1)
+        u = rng.random(len(active))[:, None] * cdf[:, -1:]  # multinomial by inverse CDF
+        ix = np.minimum((cdf <= u).sum(axis=1), logits.shape[1] - 1)
+        logprob[active] += logp[np.arange(len(active)), ix]
+        drawn[active, t] = ix
+        context[active] = np.concatenate([context[active, 1:], ix[:, None]], axis=1)
+        active = active[ix != 0]
+        if not len(active):
             break
-        context = torch.cat([context[:, 1:], ix[:, None]], dim=1)
     return [_to_sample(prefix, row, lp, vocab) for row, lp in zip(drawn.tolist(), logprob.tolist())]
 
 
@@ -76,18 +101,18 @@ def _to_sample(prefix: str, row: list[int], logprob: float, vocab: Vocabulary) -
     return Sample(prefix + vocab.decode(ids), logprob, finished)
 
 
-@torch.no_grad()
-def score(model: MLP, vocab: Vocabulary, words: Sequence[str]) -> list[tuple[float, int]]:
-    """For each word: (summed negative log-likelihood in nats, number of predictions = len(word) + 1).
+def score(net: Network, vocab: Vocabulary, words: Sequence[str]) -> list[tuple[float, int]]:
+    """For each word: (summed negative log-likelihood in nats, predictions made = len(word) + 1).
 
-    Summed over a split and divided by the predictions, this is exactly the split's cross-entropy loss.
+    Summed over a split and divided by its predictions, this is the split's cross-entropy loss.
     """
-    model.eval()
-    for word in words:
-        vocab.encode(word)  # names any character the model has never seen
-    X, Y = build_windows(words, vocab, model.block_size)
-    X, Y = X.long().to(model.C.device), Y.long().to(model.C.device)
-    nll = F.cross_entropy(model(X), Y, reduction="none").cpu() if len(Y) else torch.empty(0)
-    counts = [len(w) + 1 for w in words]
-    sums = torch.split(nll.double(), counts)
-    return [(float(s.sum()), c) for s, c in zip(sums, counts)]
+    results: list[tuple[float, int]] = []
+    for start in range(0, len(words), 65536):
+        rows = [np.array([0] * net.block_size + vocab.encode(w) + [0]) for w in words[start : start + 65536]]
+        windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(r, net.block_size + 1) for r in rows])
+        logp = log_softmax(net.logits(windows[:, :-1]).astype(np.float64))
+        nll = -logp[np.arange(len(windows)), windows[:, -1]]
+        counts = [len(r) - net.block_size for r in rows]
+        sums = np.add.reduceat(nll, np.cumsum([0] + counts[:-1]))
+        results.extend(zip(sums.tolist(), counts))
+    return results

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -26,7 +27,7 @@ from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import MLP
 from charmlp.plots import embedding_figure, loss_figure, save_figure
 from charmlp.runs import newest_checkpoint
-from charmlp.sampling import generate
+from charmlp.sampling import Network, generate
 
 log = logging.getLogger("charmlp")
 # Lightning's package logger prints to the console itself; under Hydra the root logger already does
@@ -174,8 +175,10 @@ def report(
     }
     for name, fig in figures.items():
         save_figure(fig, str(run_dir / f"{name}.png"))
-    generator = torch.Generator(device=module.mlp.C.device).manual_seed(int(cfg.seed))
-    names = [s.name for s in generate(module.mlp, datamodule.vocab, 20, generator)]
+    net = Network.from_state(
+        {k: v.detach().cpu().numpy() for k, v in module.mlp.state_dict().items()}, block_size=datamodule.block_size
+    )
+    names = [s.name for s in generate(net, datamodule.vocab, 20, np.random.default_rng(int(cfg.seed)))]
     log.info("samples: %s", " ".join(names))
     if not isinstance(logger, TensorBoardLogger):
         return

@@ -1,0 +1,188 @@
+"""sample.py's logic: parse key=value arguments, load a checkpoint, sample or score, print data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from charmlp.checkpoint import TrainedModel, load_trained
+from charmlp.errors import CharmlpError
+from charmlp.runs import newest_checkpoint
+from charmlp.sampling import Sample, generate, score
+from charmlp.words import read_words
+
+MAX_ROUNDS = 50  # batches drawn before unique/novel sampling gives up
+
+
+@dataclass
+class Options:
+    ckpt: str | None = None
+    n: int = 10
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int | None = None
+    max_len: int = 50
+    prefix: str = ""
+    unique: bool = False
+    novel: bool = False
+    report: bool = False
+    score: list[str] = field(default_factory=list)
+    score_file: str | None = None
+    format: str = "text"
+
+
+def parse_args(args: Sequence[str]) -> Options:
+    """Hydra-style key=value arguments, checked against Options' fields and types."""
+    options = Options()
+    types = {f.name: f.type for f in fields(Options)}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+")
+        if not sep or key not in types:
+            raise CharmlpError(f"unknown argument {arg!r}; see python sample.py --help")
+        setattr(options, key, _convert(key, value, types[key]))
+    if options.n < 1:
+        raise CharmlpError(f"n must be at least 1, got {options.n}")
+    if options.format not in ("text", "json", "csv"):
+        raise CharmlpError(f"format must be text, json or csv, got {options.format!r}")
+    return options
+
+
+def _convert(key: str, value: str, kind: str) -> object:
+    if value in ("null", "None", "") and "None" in kind:
+        return None
+    try:
+        if kind.startswith("int"):
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if kind.startswith("list"):
+            inner = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+            return [w.strip() for w in inner.split(",") if w.strip()]
+    except ValueError:
+        raise CharmlpError(f"{key}={value!r} is not a valid {kind.split(' ')[0]}") from None
+    return value
+
+
+def main(argv: Sequence[str], doc: str = "") -> int:
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(doc.strip())
+        return 0
+    try:
+        options = parse_args(argv)
+        ckpt = options.ckpt or newest_checkpoint("best.ckpt")
+        if ckpt is None:
+            raise CharmlpError("no ckpt= given and no checkpoints/best.ckpt under ./outputs or ./multirun")
+        trained = load_trained(ckpt)
+        if options.score or options.score_file:
+            run_score(trained, options)
+        else:
+            run_sample(trained, options)
+    except CharmlpError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except BrokenPipeError:  # e.g. | head
+        return 0
+    return 0
+
+
+def run_sample(trained: TrainedModel, options: Options) -> None:
+    rng = np.random.default_rng(options.seed)
+    train_words = set(trained.words.get("train", []))
+    if options.novel and not train_words:
+        raise CharmlpError(f"{trained.path} does not record its training words, so novel=true cannot work")
+    samples: list[Sample] = []
+    seen: set[str] = set()
+    for _ in range(MAX_ROUNDS):
+        batch = generate(
+            trained.net,
+            trained.vocab,
+            max(options.n - len(samples), 16) if options.unique or options.novel else options.n,
+            rng,
+            temperature=options.temperature,
+            top_k=options.top_k,
+            max_len=options.max_len,
+            prefix=options.prefix,
+        )
+        for s in batch:
+            if options.novel and s.name in train_words or options.unique and s.name in seen:
+                continue
+            seen.add(s.name)
+            samples.append(s)
+        if len(samples) >= options.n:
+            break
+    if len(samples) < options.n:
+        raise CharmlpError(
+            f"found only {len(samples)} of {options.n} names that are "
+            f"{' and '.join(w for w, on in (('distinct', options.unique), ('new', options.novel)) if on)}; "
+            "ask for fewer, or raise temperature"
+        )
+    samples = samples[: options.n]
+    print_samples(samples, options.format)
+    if options.report:
+        print_report(samples, trained)
+
+
+def print_samples(samples: list[Sample], fmt: str) -> None:
+    if fmt == "json":
+        json.dump(
+            [{"name": s.name, "logprob": round(s.logprob, 6), "finished": s.finished} for s in samples],
+            sys.stdout,
+            ensure_ascii=False,
+        )
+        print()
+    elif fmt == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["name", "logprob", "finished"])
+        out.writerows([s.name, f"{s.logprob:.6f}", s.finished] for s in samples)
+    else:
+        sys.stdout.write("".join(s.name + "\n" for s in samples))
+
+
+def print_report(samples: list[Sample], trained: TrainedModel) -> None:
+    """makemore's split of samples: in the training words, in the held-out words, or new."""
+    train = set(trained.words.get("train", []))
+    heldout = set(trained.words.get("val", [])) | set(trained.words.get("test", []))
+    in_train = sum(s.name in train for s in samples)
+    in_heldout = sum(s.name in heldout and s.name not in train for s in samples)
+    new = len(samples) - in_train - in_heldout
+    shares = {"in_train": in_train, "in_heldout": in_heldout, "new": new}
+    line = ", ".join(f"{k} {v} ({v / len(samples):.1%})" for k, v in shares.items())
+    print(f"report: {len(samples)} samples: {line}", file=sys.stderr)
+
+
+def run_score(trained: TrainedModel, options: Options) -> None:
+    words = list(options.score)
+    if options.score_file:
+        words += read_words(options.score_file)
+    if not words:
+        raise CharmlpError("nothing to score: give score=[word,...] or score_file=FILE with words in it")
+    results = score(trained.net, trained.vocab, words)
+    if options.format == "json":
+        json.dump(
+            [{"word": w, "nll_per_char": nll / k, "nll": nll, "predictions": k} for w, (nll, k) in zip(words, results)],
+            sys.stdout,
+            ensure_ascii=False,
+        )
+        print()
+    elif options.format == "csv":
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["word", "nll_per_char", "nll", "predictions"])
+        out.writerows([w, f"{nll / k:.6f}", f"{nll:.6f}", k] for w, (nll, k) in zip(words, results))
+    else:
+        sys.stdout.write("".join(f"{w}\t{nll / k:.4f}\n" for w, (nll, k) in zip(words, results)))
+    total, count = sum(r[0] for r in results), sum(r[1] for r in results)
+    print(
+        f"mean nll per character: {total / count:.6f} over {len(words)} words ({count} predictions, "
+        "the end token included)",
+        file=sys.stderr,
+    )

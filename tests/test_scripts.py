@@ -1,0 +1,110 @@
+"""train.py and sample.py as a user runs them: end to end, bad input, multirun."""
+
+import json
+import re
+
+import pytest
+
+from .conftest import FAST, run_script
+
+
+def test_sample_prints_n_lowercase_names_deterministically(trained_run):
+    ckpt = f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}"
+    a = run_script("sample.py", ckpt, "n=5", "seed=1")
+    b = run_script("sample.py", ckpt, "n=5", "seed=1")
+    c = run_script("sample.py", ckpt, "n=5", "seed=2")
+    assert a.returncode == 0, a.stderr
+    names = a.stdout.splitlines()
+    assert len(names) == 5 and all(re.fullmatch(r"[a-z]+", n) for n in names)
+    assert a.stdout == b.stdout and a.stdout != c.stdout
+    assert a.stderr == ""  # nothing but data, and nothing on stderr either when all is well
+
+
+def test_run_directory_holds_everything(trained_run):
+    for name in ("metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "embedding.png", "loss.png",
+                 ".hydra/config.yaml"):
+        assert (trained_run / name).is_file(), name
+    m = json.loads((trained_run / "metrics.json").read_text())
+    assert set(m) >= {"train/loss", "val/loss", "test/loss", "steps", "seconds", "train_val_gap"}
+    assert m["steps"] == 3000 and m["val/loss"] < 3.1
+
+
+def test_tensorboard_has_the_scalars(trained_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = {}
+    for event_file in trained_run.glob("tensorboard/events.out.tfevents*"):
+        acc = EventAccumulator(str(event_file))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(acc.Scalars(tag))
+    assert {"train/loss", "val/loss", "test/loss", "lr"} <= set(scalars)
+    assert "hp_metric" not in scalars
+    m = json.loads((trained_run / "metrics.json").read_text())
+    assert min(e.value for e in scalars["val/loss"]) == pytest.approx(m["val/loss"], abs=1e-6)
+    assert scalars["test/loss"][-1].value == pytest.approx(m["test/loss"], abs=1e-6)
+    assert max(e.step for e in scalars["train/loss"]) == 3000  # the x-axis counts updates
+
+
+def test_score_mean_over_test_words_is_the_test_loss(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    from charmlp.checkpoint import load_trained
+
+    test_file = tmp_path / "test_words.txt"
+    test_file.write_text("\n".join(load_trained(ckpt).words["test"]) + "\n")
+    result = run_script("sample.py", f"ckpt={ckpt}", f"score_file={test_file}")
+    assert result.returncode == 0, result.stderr
+    mean = float(re.search(r"mean nll per character: ([0-9.]+)", result.stderr).group(1))
+    assert mean == pytest.approx(json.loads((trained_run / "metrics.json").read_text())["test/loss"], abs=1e-4)
+
+
+def test_two_job_multirun(tmp_path):
+    result = run_script("train.py", "-m", "model.hidden_dim=20,40", "trainer.max_steps=100", *FAST,
+                        f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for job in ("0", "1"):
+        assert (tmp_path / job / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["data.path=MISSING"], "does not exist"),
+        (["data.path=EMPTY"], "has no words"),
+        (["data.path=DOT"], "reserved"),
+        (["data.block_size=0"], "block_size must be at least 1"),
+        (["data.batch_size=0"], "batch_size must be at least 1"),
+        (["model.hidden_dim=0"], "hidden_dim must be at least 1"),
+        (["optimizer.lr=-0.1"], "lr must be positive"),
+        (["data.splits=[0.5,0.2,0.1]"], "data.splits"),
+        (["ckpt_path=MISSING"], "does not exist"),
+    ],
+)
+def test_train_bad_input_gets_one_line(tmp_path, args, message):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "dot.txt").write_text("anna\nbo.b\n")
+    paths = {"MISSING": str(tmp_path / "nope.txt"), "EMPTY": str(tmp_path / "empty.txt"),
+             "DOT": str(tmp_path / "dot.txt")}
+    args = [re.sub(r"MISSING|EMPTY|DOT", lambda m: paths[m.group(0)], a) for a in args]
+    result = run_script("train.py", *args, "trainer.max_steps=10", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("content,message", [(None, "does not exist"), (b"garbage\n", "not a readable"),
+                                             (b"PK\x03\x04broken", "not a readable")])
+def test_sample_bad_checkpoint_gets_one_line(tmp_path, content, message):
+    path = tmp_path / "x.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    result = run_script("sample.py", f"ckpt={path}", "n=3")
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_sample_truncated_checkpoint(trained_run, tmp_path):
+    data = (trained_run / "checkpoints" / "best.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    result = run_script("sample.py", f"ckpt={tmp_path / 'cut.ckpt'}", "n=3")
+    assert result.returncode == 2 and "not a readable" in result.stderr and "Traceback" not in result.stderr
