@@ -21,8 +21,14 @@ def test_sample_prints_n_lowercase_names_deterministically(trained_run):
 
 
 def test_run_directory_holds_everything(trained_run):
-    for name in ("metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "embedding.png", "loss.png",
-                 ".hydra/config.yaml"):
+    for name in (
+        "metrics.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "embedding.png",
+        "loss.png",
+        ".hydra/config.yaml",
+    ):
         assert (trained_run / name).is_file(), name
     m = json.loads((trained_run / "metrics.json").read_text())
     assert set(m) >= {"train/loss", "val/loss", "test/loss", "steps", "seconds", "train_val_gap"}
@@ -59,8 +65,9 @@ def test_score_mean_over_test_words_is_the_test_loss(trained_run, tmp_path):
 
 
 def test_two_job_multirun(tmp_path):
-    result = run_script("train.py", "-m", "model.hidden_dim=20,40", "trainer.max_steps=100", *FAST,
-                        f"hydra.sweep.dir={tmp_path}")
+    result = run_script(
+        "train.py", "-m", "model.hidden_dim=20,40", "trainer.max_steps=100", *FAST, f"hydra.sweep.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     for job in ("0", "1"):
         assert (tmp_path / job / "metrics.json").is_file()
@@ -83,8 +90,11 @@ def test_two_job_multirun(tmp_path):
 def test_train_bad_input_gets_one_line(tmp_path, args, message):
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "dot.txt").write_text("anna\nbo.b\n")
-    paths = {"MISSING": str(tmp_path / "nope.txt"), "EMPTY": str(tmp_path / "empty.txt"),
-             "DOT": str(tmp_path / "dot.txt")}
+    paths = {
+        "MISSING": str(tmp_path / "nope.txt"),
+        "EMPTY": str(tmp_path / "empty.txt"),
+        "DOT": str(tmp_path / "dot.txt"),
+    }
     args = [re.sub(r"MISSING|EMPTY|DOT", lambda m: paths[m.group(0)], a) for a in args]
     result = run_script("train.py", *args, "trainer.max_steps=10", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
@@ -92,8 +102,10 @@ def test_train_bad_input_gets_one_line(tmp_path, args, message):
     assert message in result.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("content,message", [(None, "does not exist"), (b"garbage\n", "not a readable"),
-                                             (b"PK\x03\x04broken", "not a readable")])
+@pytest.mark.parametrize(
+    "content,message",
+    [(None, "does not exist"), (b"garbage\n", "not a readable"), (b"PK\x03\x04broken", "not a readable")],
+)
 def test_sample_bad_checkpoint_gets_one_line(tmp_path, content, message):
     path = tmp_path / "x.ckpt"
     if content is not None:

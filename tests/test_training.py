@@ -52,7 +52,11 @@ def test_resume_equals_straight(tmp_path, extra):
     run(compose_cfg(tmp_path / "b", "trainer.max_steps=450", *SMALL, *extra))  # stops mid Lightning step
     resumed = run(
         compose_cfg(
-            tmp_path / "c", "trainer.max_steps=1000", f"ckpt_path={tmp_path / 'b/checkpoints/last.ckpt'}", *SMALL, *extra
+            tmp_path / "c",
+            "trainer.max_steps=1000",
+            f"ckpt_path={tmp_path / 'b/checkpoints/last.ckpt'}",
+            *SMALL,
+            *extra,
         )
     )
     assert resumed == pytest.approx(straight, abs=1e-6)
