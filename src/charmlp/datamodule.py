@@ -112,6 +112,11 @@ class NamesDataModule(L.LightningDataModule):
         state = {"vocab": self.vocab.to_dict(), "words": {name: "\n".join(ws) for name, ws in self.words.items()}}
         if self._generator is not None:
             state["generator"] = self._generator.get_state()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                # every rank takes part in a save (rank 0 writes): keep each rank's generator for resume
+                states: list = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(states, state["generator"])
+                state["generators"] = states
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -119,6 +124,10 @@ class NamesDataModule(L.LightningDataModule):
             raise CharmlpError(
                 f"the checkpoint was trained on other characters than {self.path} holds; resume with its own data.path"
             )
-        self._generator_state = state_dict.get("generator")
+        per_rank = state_dict.get("generators")
+        if per_rank and self.trainer is not None and len(per_rank) == self.trainer.world_size:
+            self._generator_state = per_rank[self.trainer.global_rank].clone()
+        else:
+            self._generator_state = state_dict.get("generator")
         if self._generator is not None and self._generator_state is not None:
             self._generator.set_state(self._generator_state)

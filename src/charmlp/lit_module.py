@@ -149,7 +149,8 @@ class CharMLPModule(L.LightningModule):
         loss_sum, count = torch.stack(self._eval_sums).sum(0)
         self._eval_sums.clear()
         loss = loss_sum / count
-        self.log(name, loss, logger=False)  # for checkpointing and the callbacks
+        # every DDP rank evaluates the whole split, so the mean across ranks is the same number
+        self.log(name, loss, logger=False, sync_dist=True)  # for checkpointing and the callbacks
         self.log_scalars({name: loss})
 
     def log_scalars(self, metrics: Mapping[str, Any]) -> None:

@@ -61,3 +61,21 @@ def loss_figure(train: Sequence[tuple[int, float]], val: Sequence[tuple[int, flo
 def save_figure(fig: Figure, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+
+
+def lr_find_figure(exponents: Sequence[float], losses: Sequence[float], suggested: float) -> Figure:
+    """The seed's plot: loss of each update against the exponent of its learning rate."""
+    import math
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.add_subplot()
+    ax.plot(exponents, losses, lw=0.8)
+    ax.axvline(math.log10(suggested), color="tab:orange", ls="--", label=f"suggested lr {suggested:.3g}")
+    ax.set_xlabel("log10 learning rate")
+    ax.set_ylabel("loss")
+    ax.set_ylim(top=min(max(losses), 3 * min(losses) + 5))
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -39,12 +41,19 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # raised inside Light
 def run(cfg: DictConfig) -> float:
     """Train one model as the config says; return the best val/loss (what a sweeper minimises)."""
     started = time.perf_counter()
-    torch.set_num_threads(int(cfg.threads))
+    torch.set_num_threads(torch_threads(int(cfg.threads)))
+    log.info("torch threads: %d", torch.get_num_threads())
     run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
 
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
+    if cfg.mode == "lr_find":
+        from charmlp.lr_find import run_lr_find
+
+        return run_lr_find(cfg, datamodule, module.mlp, instantiate(cfg.logger))
+    if cfg.mode != "train":
+        raise CharmlpError(f"mode must be train or lr_find, got {cfg.mode!r}")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
     logger = instantiate(cfg.logger)
     trainer = build_trainer(cfg, callbacks, logger)
@@ -61,10 +70,9 @@ def run(cfg: DictConfig) -> float:
             f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. Resume with: "
             f"python train.py ckpt_path={last} (plus this run's overrides)"
         )
-    if not trainer.is_global_zero:
+    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)  # every rank: it is collective
+    if not trainer.is_global_zero:  # under DDP only rank 0 reports and writes files
         return float(checkpoint.best_model_score)
-
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
     test_loss = float(trainer.callback_metrics["test/loss"])
     metrics = {
         "train/loss": split_loss(module.mlp, datamodule.split_batches("train")),
@@ -81,6 +89,21 @@ def run(cfg: DictConfig) -> float:
     report(module, datamodule, logger, cfg, metrics, run_dir)
     print_table(metrics, run_dir, time.perf_counter() - started)
     return metrics["val/loss"]
+
+
+def torch_threads(wanted: int) -> int:
+    """`threads`, capped at this job's share of the cores when a launcher runs several jobs at once."""
+    if wanted < 1:
+        raise CharmlpError(f"threads must be at least 1, got {wanted}")
+    if not HydraConfig.initialized():
+        return wanted
+    launcher = HydraConfig.get().launcher
+    parallel_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    if not parallel_jobs:
+        return wanted
+    cores = os.cpu_count() or 1
+    parallel_jobs = cores if parallel_jobs < 0 else parallel_jobs  # joblib's -1: one job per core
+    return max(1, min(wanted, cores // parallel_jobs))
 
 
 def build_datamodule(cfg: DictConfig) -> NamesDataModule:
