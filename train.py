@@ -14,7 +14,21 @@ from omegaconf import DictConfig
 from charmlp.config import register_resolvers
 from charmlp.errors import CharmlpError
 
+CONF = Path(__file__).parent / "conf"
 register_resolvers(Path(__file__).parent)
+
+
+def check_group_choices(args: list[str]) -> None:
+    """`group=option` naming no file in conf/group/ gets one line here instead of Hydra's multi-line report."""
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group = CONF / key
+        # hydra/... groups also take options from installed plugins (joblib, optuna, submitit)
+        if not sep or "." in key or key.startswith("hydra") or not group.is_dir() or "," in value or not value:
+            continue
+        if value != "null" and not (group / f"{value}.yaml").is_file():
+            options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+            raise CharmlpError(f"{key}={value}: no such option; {key} is one of: {options}")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -26,6 +40,7 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     try:
+        check_group_choices(sys.argv[1:])
         main()
     except CharmlpError as err:  # raised while Hydra composes (e.g. an unknown experiment is Hydra's own)
         print(f"error: {err}", file=sys.stderr)

@@ -17,8 +17,6 @@ GROUP_OPTIONS = [
 
 @pytest.mark.parametrize("override", GROUP_OPTIONS)
 def test_every_config_composes(tmp_path: Path, override: str):
-    if override.startswith("hparams_search="):
-        override = "+" + override
     cfg = compose_cfg(tmp_path, override)
     assert cfg.trainer.max_steps >= 1 and cfg.data.block_size >= 1
 

@@ -2,10 +2,12 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
-from .conftest import FAST, run_script
+from .conftest import FAST, ROOT, run_script
 
 
 def test_sample_prints_n_lowercase_names_deterministically(trained_run):
@@ -120,3 +122,22 @@ def test_sample_truncated_checkpoint(trained_run, tmp_path):
     (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
     result = run_script("sample.py", f"ckpt={tmp_path / 'cut.ckpt'}", "n=3")
     assert result.returncode == 2 and "not a readable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_config_option_gets_one_line(tmp_path):
+    result = run_script("train.py", "experiment=nope", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: experiment=nope: no such option; experiment is one of: " + ", ".join(
+        sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    )
+
+
+def test_sampling_imports_neither_torch_nor_lightning_nor_hydra(trained_run):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    code = (
+        f"import sys; from charmlp.cli_sample import main; main(['ckpt={ckpt}', 'n=2']); "
+        "print([m for m in ('torch', 'lightning', 'hydra', 'matplotlib') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"

@@ -79,3 +79,11 @@ def test_checkpoint_loads_with_weights_only_and_without_torch(tmp_path):
     for key, tensor in safe["state_dict"].items():
         assert (plain["state_dict"][key] == tensor.numpy()).all()
     assert plain["hyper_parameters"] == safe["hyper_parameters"]
+
+
+def test_non_finite_loss_names_the_update():
+    from charmlp.lit_module import CharMLPModule, NonFiniteLossError
+
+    CharMLPModule._check_finite(torch.tensor([2.0, 1.5]), first_update=101)  # finite: nothing happens
+    with pytest.raises(NonFiniteLossError, match="became nan at update 102"):
+        CharMLPModule._check_finite(torch.tensor([2.0, float("nan"), float("inf")]), first_update=101)

@@ -48,11 +48,12 @@ class UpdateProgressBar(L.Callback):
 
 
 class GracefulStop(L.Callback):
-    """Ctrl-C or SIGTERM ends training after the update in progress, with a validation and last.ckpt.
+    """Ctrl-C or SIGTERM ends training after the Lightning step in progress, with a validation and last.ckpt.
 
     Lightning's own handling raises KeyboardInterrupt wherever it lands (maybe between an update and its
-    LR step); asking the trainer to stop instead keeps every counter, the generator and the weights in step.
-    A second signal falls back to the previous handler.
+    LR step); asking the trainer to stop instead ends at a step boundary (at most `updates_per_step`
+    updates, milliseconds, later) with every counter, the generator and the weights in step, so the
+    checkpoint resumes exactly. A second signal falls back to the previous handler.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)

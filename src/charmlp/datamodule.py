@@ -98,10 +98,10 @@ class NamesDataModule(L.LightningDataModule):
             yield sampler
 
     def val_dataloader(self) -> SplitBatches:
-        return SplitBatches(*self.windows["val"], self.eval_batch_size)
+        return self.split_batches("val")
 
     def test_dataloader(self) -> SplitBatches:
-        return SplitBatches(*self.windows["test"], self.eval_batch_size)
+        return self.split_batches("test")
 
     def split_batches(self, name: str) -> SplitBatches:
         """Any split in evaluation batches (the train split too, for the final train loss)."""

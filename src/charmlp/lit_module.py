@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -50,16 +51,16 @@ class CharMLPModule(L.LightningModule):
         self.updates_per_step = updates_per_step
         self._eval_sums: list[torch.Tensor] = []
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)  # for loss.png
-        self.updates_done = 0
+        self.updates_done = 0  # in this process, for the updates/s figure
         self.fused_sgd = fused_sgd
-        self._fused = False  # in this process, for the updates/s figure
+        self._fused = False  # decided in on_fit_start, once the optimizer and strategy exist
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.mlp(idx)
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        if hp.optimizer.get("lr", 1) <= 0:
+        if not 0 < hp.optimizer.get("lr", 1) < math.inf:
             raise CharmlpError(f"optimizer.lr must be positive, got {hp.optimizer['lr']}")
         optimizer = instantiate(dict(hp.optimizer), params=self.parameters(), _convert_="all")
         if not hp.scheduler:
@@ -96,7 +97,7 @@ class CharMLPModule(L.LightningModule):
                 scheduler.step()
         self.updates_done += todo
         losses = torch.stack(losses)
-        self._check_finite(losses)
+        self._check_finite(losses, first_update=self.global_step - todo + 1)
         if self.global_step == trainer.max_steps:
             trainer.should_stop = True  # makes Lightning validate once more before it stops
         self.log_scalars({"train/loss": losses.mean(), "lr": optimizer.param_groups[0]["lr"]})
@@ -117,10 +118,11 @@ class CharMLPModule(L.LightningModule):
         optimizer._on_after_step()
         return loss
 
-    def _check_finite(self, losses: torch.Tensor) -> None:
+    @staticmethod
+    def _check_finite(losses: torch.Tensor, first_update: int) -> None:
         bad = ~torch.isfinite(losses)
         if bad.any():  # one host sync per step, not per update
-            update = self.global_step - len(losses) + int(bad.nonzero()[0]) + 1
+            update = first_update + int(bad.nonzero()[0])
             raise NonFiniteLossError(
                 f"the training loss became {losses[bad][0].item()} at update {update}; the checkpoints "
                 "written before it are kept. Lower optimizer.lr or check the data"

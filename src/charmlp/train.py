@@ -70,6 +70,10 @@ def run(cfg: DictConfig) -> float:
             f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. Resume with: "
             f"python train.py ckpt_path={last} (plus this run's overrides)"
         )
+    if checkpoint.best_model_score is None:
+        raise CharmlpError(
+            f"nothing was trained: the run is already at update {trainer.global_step}; raise trainer.max_steps"
+        )
     trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)  # every rank: it is collective
     if not trainer.is_global_zero:  # under DDP only rank 0 reports and writes files
         return float(checkpoint.best_model_score)
