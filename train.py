@@ -5,6 +5,7 @@ Hydra composes conf/train.yaml; see README for the groups. Errors a user can cau
 exit with code 2 (130 after Ctrl-C, with the command to resume).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank that Lightning started: no log file of its own
+        sys.argv += ["hydra.job_logging.root.handlers=[console]", "~hydra.job_logging.handlers.file"]
     try:
         check_group_choices(sys.argv[1:])
         main()

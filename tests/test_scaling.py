@@ -89,6 +89,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_doubled_batch(tmp
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "ddp").glob("*.json")) == ["metrics.json"]
     assert not (tmp_path / "ddp" / "1").exists()  # rank 1 made no run directory of its own
+    assert sorted(p.name for p in (tmp_path / "ddp").glob("*.log")) == ["train.log"]  # nor a log file
     single = run_script("train.py", "data.batch_size=64", *steps, f"hydra.run.dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr[-2000:]
     ddp_val = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["val/loss"]
