@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP
+from charmlp.mlp import MLP, dropout
 
 
 def test_lecture_parameter_count_and_names():
@@ -80,3 +80,25 @@ def test_scaled_init_starts_near_uniform():
 def test_impossible_shapes(kwargs):
     with pytest.raises(CharmlpError):
         MLP(27, **kwargs)
+
+
+def test_cpu_dropout_keeps_each_position_with_probability_one_minus_p():
+    torch.manual_seed(0)
+    out = dropout(torch.ones(1000, 1000), 0.3)
+    # p = 0.3 rounds to 9830 / 2^15, so survivors are scaled by 2^15 / (2^15 - 9830) = 32768 / 22938
+    assert set(out.unique().tolist()) == pytest.approx([0.0, 32768 / 22938])
+    kept = (out > 0).view(-1, 4).float().mean(0)  # each 16-bit quarter of the 64-bit draws on its own
+    torch.testing.assert_close(kept, torch.full((4,), 22938 / 32768), atol=0.005, rtol=0)  # 5 sigma at 250k
+    assert out.mean().item() == pytest.approx(1.0, abs=0.005)  # the expectation is the input
+
+
+def test_cpu_dropout_follows_the_seed_and_passes_gradients_through_the_mask():
+    x = torch.randn(3, 7, requires_grad=True)
+    torch.manual_seed(1)
+    out = dropout(x, 0.5)
+    out.sum().backward()
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.5), out)
+    # p = 0.5 keeps 2^14 of 2^15 values: survivors are doubled and so are their gradients
+    torch.testing.assert_close(out, x * x.grad)
+    assert set(x.grad.unique().tolist()) <= {0.0, 2.0}

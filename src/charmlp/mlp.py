@@ -11,6 +11,26 @@ from torch import nn
 from charmlp.errors import CharmlpError
 
 TANH_GAIN = 5 / 3  # keeps tanh pre-activations at unit scale under the "scaled" init
+DROPOUT_BITS = 15  # resolution of the CPU dropout mask: p is rounded to a multiple of 2^-15
+
+
+def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout; on the CPU with a mask cut from 64-bit random numbers, four elements per draw.
+
+    torch's CPU dropout draws one Mersenne Twister number per element: 4 ms for a 256 x 1024 layer, a third
+    of an update of experiment=best. Each 64-bit draw here gives four 15-bit uniform numbers (the top bit of
+    every 16-bit quarter is dropped), 8x less generator work. The keep probability is rounded to a multiple
+    of 2^-15 and the survivors are scaled by that rounded value, so each element's expectation is unchanged.
+    Other devices keep F.dropout. Both draw from torch's global generator, so a seed fixes the masks.
+    """
+    if h.device.type != "cpu":
+        return F.dropout(h, p)
+    n = h.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
+    uniform = draws.view(torch.int16)[:n].view(h.shape).bitwise_and_(2**DROPOUT_BITS - 1)
+    threshold = round(p * 2**DROPOUT_BITS)
+    keep = uniform >= threshold
+    return h * keep.to(h.dtype).mul_(2**DROPOUT_BITS / (2**DROPOUT_BITS - threshold))
 
 
 class MLP(nn.Module):
@@ -76,7 +96,7 @@ class MLP(nn.Module):
             W, b = self.layer(i)
             h = torch.tanh(torch.addmm(b, h, W))
             if self.dropout and self.training:
-                h = F.dropout(h, self.dropout)
+                h = dropout(h, self.dropout)
         W, b = self.layer(self.num_layers)
         return torch.addmm(b, h, W)
 
