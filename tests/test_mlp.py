@@ -102,3 +102,10 @@ def test_cpu_dropout_follows_the_seed_and_passes_gradients_through_the_mask():
     # p = 0.5 keeps 2^14 of 2^15 values: survivors are doubled and so are their gradients
     torch.testing.assert_close(out, x * x.grad)
     assert set(x.grad.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_cpu_dropout_near_one_keeps_one_value_in_2_to_the_15():
+    torch.manual_seed(0)
+    out = dropout(torch.ones(2**20), 0.99999)  # rounds to 2^15: the threshold stops one short
+    assert set(out.unique().tolist()) <= {0.0, 2.0**15}
+    assert 0 < (out > 0).sum().item() < 100  # about 32 of 2^20

@@ -28,7 +28,7 @@ def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
     n = h.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
     uniform = draws.view(torch.int16)[:n].view(h.shape).bitwise_and_(2**DROPOUT_BITS - 1)
-    threshold = round(p * 2**DROPOUT_BITS)
+    threshold = min(round(p * 2**DROPOUT_BITS), 2**DROPOUT_BITS - 1)  # p near 1 still keeps a few
     keep = uniform >= threshold
     return h * keep.to(h.dtype).mul_(2**DROPOUT_BITS / (2**DROPOUT_BITS - threshold))
 
