@@ -83,9 +83,20 @@ class CharMLPModule(L.LightningModule):
         if self._fused:  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
             optimizer._opt_called = True
 
+    def on_train_start(self) -> None:
+        if self.global_step % self.updates_per_step:
+            # resumed from a stop mid Lightning step (max_steps not a multiple of updates_per_step). The next
+            # step finishes that one, so count it as the same Lightning batch: validation (every k batches)
+            # then lands on the same updates as in a run that never stopped. Lightning has no API for this.
+            progress = self.trainer.fit_loop.epoch_loop.batch_progress
+            for counter in (progress.total, progress.current):
+                counter.ready, counter.started, counter.processed, counter.completed = (
+                    max(n - 1, 0) for n in (counter.ready, counter.started, counter.processed, counter.completed)
+                )
+
     def training_step(self, sampler: MinibatchSampler, batch_idx: int) -> None:
         optimizer, scheduler, trainer = self.optimizers(), self.lr_schedulers(), self.trainer
-        todo = self.updates_per_step
+        todo = self.updates_per_step - self.global_step % self.updates_per_step  # ends on a multiple
         if trainer.max_steps >= 0:
             todo = min(todo, trainer.max_steps - self.global_step)
         update = self._fused_update if self._fused else self._autograd_update
