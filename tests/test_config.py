@@ -10,7 +10,7 @@ from .conftest import ROOT, compose_cfg
 GROUP_OPTIONS = [
     f"{group.name}={option.stem}"
     for group in sorted((ROOT / "conf").iterdir())
-    if group.is_dir() and group.name not in ("hydra",)
+    if group.is_dir() and group.name not in ("hydra", "tuned")
     for option in sorted(group.glob("*.yaml"))
 ]
 
@@ -45,3 +45,33 @@ def test_slurm_launcher_config_composes():
         )
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_experiments_set_only_keys_every_option_of_a_group_has(experiment):
+    # merged after the option a user picked, a key of one option lands in another (scheduler=onecycle got the step
+    # schedule's milestones); an experiment picks options by name, and conf/tuned/ holds its per-option values
+    from omegaconf import OmegaConf
+
+    def keys(group: str, option: str) -> set[str]:  # what an option's file sets, with the files it builds on
+        data = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / group / f"{option}.yaml"))
+        return set(data) - {"defaults"} | {k for base in data.get("defaults", []) for k in keys(group, base)}
+
+    data = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "experiment" / f"{experiment}.yaml"))
+    for group, values in data.items():
+        options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")) if group != "defaults" else []
+        if len(options) > 1:
+            shared = set.intersection(*(keys(group, option) for option in options))
+            assert set(values) <= shared, f"{experiment} sets {set(values) - shared} of only some {group} options"
+
+
+def test_a_picked_option_keeps_its_own_values_under_an_experiment(tmp_path):
+    best = compose_cfg(tmp_path, "experiment=best")
+    assert best.optimizer._target_ == "torch.optim.AdamW" and (best.optimizer.lr, best.optimizer.weight_decay) == (
+        0.003,
+        0.01,
+    )  # its tuned values (conf/tuned/best_adamw.yaml)
+    picked = compose_cfg(tmp_path, "experiment=best", "optimizer=sgd", "scheduler=step")
+    assert picked.optimizer.lr == 0.1 and list(picked.scheduler.milestones) == [100000]  # sgd's and step's own
+    assert compose_cfg(tmp_path, "optimizer=adamw").optimizer.lr == 0.02  # not the lecture's SGD lr 0.1
+    assert "milestones" not in compose_cfg(tmp_path, "scheduler=onecycle").scheduler
