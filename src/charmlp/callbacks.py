@@ -7,6 +7,7 @@ import sys
 from types import FrameType
 
 import lightning as L
+import torch
 from tqdm import tqdm
 
 
@@ -50,23 +51,27 @@ class UpdateProgressBar(L.Callback):
 class GracefulStop(L.Callback):
     """Ctrl-C or SIGTERM ends training after the Lightning step in progress, with a validation and last.ckpt.
 
-    Lightning's own handling raises KeyboardInterrupt wherever it lands (maybe between an update and its
-    LR step); asking the trainer to stop instead ends at a step boundary (at most `updates_per_step`
-    updates, milliseconds, later) with every counter, the generator and the weights in step, so the
-    checkpoint resumes exactly. A second signal falls back to the previous handler.
+    Lightning's own handling stops without a checkpoint (SIGINT raises wherever it lands, maybe between an
+    update and its LR step), and under DDP its SIGTERM handler runs a collective inside the handler, which hangs
+    when the signal reaches one rank only. Here the handler only records the signal; at the end of each Lightning
+    step the ranks agree on it (one tiny reduce, only under DDP) and all of them stop after that same step (at
+    most `updates_per_step` updates later) with every counter, the generator and the weights in step, so the
+    checkpoint resumes exactly. A second signal to the same process aborts at once: KeyboardInterrupt,
+    Lightning's own shutdown, which also ends the other ranks.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.received: int | None = None
+        self.received: int | None = None  # the signal this process got
+        self.agreed: int | None = None  # the signal every rank stopped for
         self._previous: dict[int, object] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         def request_stop(signum: int, frame: FrameType | None) -> None:
+            if self.received is not None:
+                raise KeyboardInterrupt
             self.received = signum
-            trainer.should_stop = True
-            self._restore()
 
         try:
             for sig in self.SIGNALS:
@@ -74,11 +79,25 @@ class GracefulStop(L.Callback):
         except ValueError:  # not the main thread (e.g. some launchers): keep Lightning's handling
             self._previous.clear()
 
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self._agree(trainer)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._agree(trainer)  # a signal after the last step (in the final validation) still counts
         self._restore()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
+
+    def _agree(self, trainer: L.Trainer) -> None:
+        """Every rank learns whether any rank got a signal (the highest signal number wins) and stops if so."""
+        received = self.received or 0
+        if trainer.world_size > 1:  # every rank runs this hook at the same step, so the collective pairs up
+            flag = torch.tensor(received, device=trainer.strategy.root_device)
+            received = int(trainer.strategy.reduce(flag, reduce_op="max"))
+        if received:
+            self.agreed = received
+            trainer.should_stop = True  # Lightning then validates and ModelCheckpoint writes last.ckpt
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -87,4 +106,5 @@ class GracefulStop(L.Callback):
 
     @property
     def signal_name(self) -> str | None:
-        return signal.Signals(self.received).name if self.received is not None else None
+        """The name of the signal every rank stopped for (SIGTERM, SIGINT), or None."""
+        return signal.Signals(self.agreed).name if self.agreed is not None else None
