@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from charmlp.config import register_resolvers
+from charmlp.config import config_error_line, register_resolvers
 from charmlp.errors import CharmlpError
 
 CONF = Path(__file__).parent / "conf"
@@ -27,7 +29,9 @@ def check_group_choices(args: list[str]) -> None:
         # hydra/... groups also take options from installed plugins (joblib, optuna, submitit)
         if not sep or "." in key or key.startswith("hydra") or not group.is_dir() or "," in value or not value:
             continue
-        if value != "null" and not (group / f"{value}.yaml").is_file():
+        if value == "null":  # Hydra 1.3 raises a bare ValueError for it
+            raise CharmlpError(f"{key}=null: to go without any {key} option, drop the group with ~{key}")
+        if not (group / f"{value}.yaml").is_file():
             options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
             raise CharmlpError(f"{key}={value}: no such option; {key} is one of: {options}")
 
@@ -41,10 +45,17 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank that Lightning started: no log file of its own
+        from charmlp.ddp import child_rank_args
+
+        sys.argv[1:] = child_rank_args(sys.argv[1:])  # its rank 0's job only, not the whole sweep
         sys.argv += ["hydra.job_logging.root.handlers=[console]", "~hydra.job_logging.handlers.file"]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its config errors instead of printing them and exiting 1
     try:
         check_group_choices(sys.argv[1:])
         main()
     except CharmlpError as err:  # raised while Hydra composes (e.g. an unknown experiment is Hydra's own)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except (HydraException, OmegaConfBaseException) as err:  # a typo in a key, an unparsable override, ...
+        print(f"error: {config_error_line(err, CONF)}", file=sys.stderr)
+        sys.exit(2)

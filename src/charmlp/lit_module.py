@@ -17,6 +17,8 @@ from charmlp.datamodule import MinibatchSampler
 from charmlp.errors import CharmlpError
 from charmlp.mlp import MLP
 
+HISTORY_KEY = "loss_history"  # checkpoint entry: the logged curves, for loss.png after a resume
+
 
 class NonFiniteLossError(CharmlpError):
     """The loss became NaN or infinite: the weights after that update are useless."""
@@ -40,10 +42,20 @@ class CharMLPModule(L.LightningModule):
         vocab: Mapping[str, Any] | None = None,
         updates_per_step: int = 100,
         fused_sgd: bool = True,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
     ) -> None:
         super().__init__()
         if updates_per_step < 1:
             raise CharmlpError(f"updates_per_step must be at least 1, got {updates_per_step}")
+        if gradient_clip_val is not None and not 0 < gradient_clip_val < math.inf:
+            raise CharmlpError(
+                f"trainer.gradient_clip_val must be positive (or null: no clipping), got {gradient_clip_val}"
+            )
+        if gradient_clip_algorithm not in ("norm", "value"):
+            raise CharmlpError(
+                f"trainer.gradient_clip_algorithm must be norm or value, got {gradient_clip_algorithm!r}"
+            )
         # plain containers only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -54,6 +66,8 @@ class CharMLPModule(L.LightningModule):
         self.updates_done = 0  # in this process, for the updates/s figure
         self.fused_sgd = fused_sgd
         self._fused = False  # decided in on_fit_start, once the optimizer and strategy exist
+        # Lightning refuses Trainer(gradient_clip_val) under manual optimization; the update clips itself
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.mlp(idx)
@@ -62,7 +76,11 @@ class CharMLPModule(L.LightningModule):
         hp = self.hparams
         if not 0 < hp.optimizer.get("lr", 1) < math.inf:
             raise CharmlpError(f"optimizer.lr must be positive, got {hp.optimizer['lr']}")
-        optimizer = instantiate(dict(hp.optimizer), params=self.parameters(), _convert_="all")
+        args = dict(hp.optimizer)
+        if args.get("fused") and self.gradient_clip_val is not None and "mixed" in str(self.trainer.precision):
+            # Lightning's mixed precision will not clip for an optimizer that unscales its own gradients (fused)
+            args["fused"] = False
+        optimizer = instantiate(args, params=self.parameters(), _convert_="all")
         if not hp.scheduler:
             return {"optimizer": optimizer}
         scheduler = instantiate(dict(hp.scheduler), optimizer=optimizer, _convert_="all")
@@ -78,7 +96,9 @@ class CharMLPModule(L.LightningModule):
         )
         # hand-written gradients need one process at full precision (DDP and AMP hook into autograd)
         one_process_fp32 = self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
+        # sgd_step_ applies each layer's gradient as soon as it has it: no global norm to clip by, so it steps aside
         self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and not self.mlp.dropout
+        self._fused = self._fused and self.gradient_clip_val is None
         self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
         if self._fused:  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
             optimizer._opt_called = True
@@ -101,23 +121,39 @@ class CharMLPModule(L.LightningModule):
             todo = min(todo, trainer.max_steps - self.global_step)
         update = self._fused_update if self._fused else self._autograd_update
         xs, ys = sampler.draw(todo)
-        losses = []
+        losses, first = [], self.global_step
         for x, y in zip(xs, ys):
             losses.append(update(optimizer, x, y))
             if scheduler is not None:
                 scheduler.step()
         self.updates_done += todo
+        self._check_counted(first, todo)
         losses = torch.stack(losses)
-        self._check_finite(losses, first_update=self.global_step - todo + 1)
+        self._check_finite(losses, first_update=first + 1)
         if self.global_step == trainer.max_steps:
             trainer.should_stop = True  # makes Lightning validate once more before it stops
+        # Lightning logs self.log() and stock callbacks (LearningRateMonitor, ...) against the Lightning batches
+        # that stepped, one per `updates_per_step` updates; it adds 1 after this step. Counting updates there
+        # puts every logged metric on the same x-axis as ours. Private (lightning 2.6): test_logged_axis pins it.
+        trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step - 1
         self.log_scalars({"train/loss": losses.mean(), "lr": optimizer.param_groups[0]["lr"]})
+
+    def _check_counted(self, first: int, todo: int) -> None:
+        """Fail loudly if Lightning stopped counting our updates: max_steps would never end the run."""
+        if self.global_step != first + todo:
+            raise RuntimeError(
+                f"Lightning counted {self.global_step - first} of {todo} updates (global_step {self.global_step}): "
+                "charmlp counts updates through LightningOptimizer's step hooks, tested with lightning 2.6; "
+                "install the version pyproject.toml pins"
+            )
 
     def _autograd_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One update through autograd and the configured optimizer, with all of Lightning's hooks."""
         loss = F.cross_entropy(self.mlp(x), y)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
+        if self.gradient_clip_val is not None:  # Lightning's own clipping (unscales under mixed precision)
+            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
         optimizer.step()
         return loss.detach()
 
@@ -177,7 +213,44 @@ class CharMLPModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # dropout draws from torch's global generator: keep it so a resumed run continues the same trajectory
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        # the curves so far, so loss.png of a resumed run shows the whole run (plain lists: weights_only loads)
+        checkpoint[HISTORY_KEY] = {name: [list(point) for point in points] for name, points in self.history.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.trainer.state.fn != "fit":  # trainer.test(ckpt_path="best") reloads this run's own weights
+            return
+        check_resumable(checkpoint, self)
         if "torch_rng_state" in checkpoint:
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        saved = checkpoint.get(HISTORY_KEY, {})
+        self.history = defaultdict(list, {name: [tuple(p) for p in points] for name, points in saved.items()})
+
+
+def check_resumable(checkpoint: Mapping[str, Any], module: CharMLPModule) -> None:
+    """A checkpoint resumes only into the shapes, optimizer and schedule it was saved from; one line says why not."""
+    path, hparams, saved = module.trainer.ckpt_path, module.hparams, checkpoint.get("hyper_parameters", {})
+    shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+    saved_shapes = {name: tuple(t.shape) for name, t in checkpoint.get("state_dict", {}).items()}
+    differ = [  # what the user can change: the config values behind the shapes, the optimizer's and schedule's type
+        f"{group}.{key}={saved[group].get(key)} (this run: {hparams[group].get(key)})"
+        for group in ("model", "optimizer", "scheduler")
+        if isinstance(saved.get(group), Mapping) and isinstance(hparams.get(group), Mapping)
+        for key in (sorted(set(saved[group]) | set(hparams[group])) if group == "model" else ["_target_"])
+        if saved[group].get(key) != hparams[group].get(key)
+        and (group != "model" or saved_shapes != shapes)  # dropout or init may change on resume
+    ]
+    if differ or saved_shapes != shapes:
+        raise CharmlpError(
+            f"checkpoint {path} does not fit this config: it has {', '.join(differ) or 'other weight shapes'}; "
+            "resume with the overrides of the run that wrote it (its .hydra/overrides.yaml), or start a new run "
+            "without ckpt_path"
+        )
+    max_steps = module.trainer.max_steps
+    planned = [s.get("total_steps") for s in checkpoint.get("lr_schedulers", []) if isinstance(s, Mapping)]
+    planned = [n for n in planned if isinstance(n, int)]
+    if planned and max_steps > min(planned):  # a one-cycle schedule ends at its planned total and cannot go on
+        raise CharmlpError(
+            f"checkpoint {path} follows a schedule planned for {min(planned)} updates, which cannot be extended to "
+            f"trainer.max_steps={max_steps}; resume with trainer.max_steps<={min(planned)}, or train a new run "
+            f"with trainer.max_steps={max_steps}"
+        )

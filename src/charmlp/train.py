@@ -15,11 +15,13 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig
 
+from charmlp import ddp
 from charmlp.callbacks import GracefulStop
 from charmlp.checkpoint_io import AtomicCheckpointIO, atomic_write
 from charmlp.config import to_plain
@@ -28,7 +30,7 @@ from charmlp.errors import CharmlpError, TrainingInterrupted
 from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import MLP
 from charmlp.plots import embedding_figure, loss_figure, save_figure
-from charmlp.runs import newest_checkpoint
+from charmlp.runs import resolve_ckpt_path
 from charmlp.sampling import Network, generate
 
 log = logging.getLogger("charmlp")
@@ -36,6 +38,16 @@ log = logging.getLogger("charmlp")
 if logging.getLogger().hasHandlers():
     logging.getLogger("lightning").handlers.clear()
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # raised inside Lightning, not actionable here
+# adverts and hints that do not apply here (charmlp logs to TensorBoard; srun is only a hint when it is on PATH)
+NOISE = ("💡 Tip:", "The `srun` command is available on your system but is not used")
+
+
+def _not_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(NOISE)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_noise)
+logging.getLogger("lightning.fabric.utilities.rank_zero").addFilter(_not_noise)
 
 
 def run(cfg: DictConfig) -> float:
@@ -51,20 +63,24 @@ def run(cfg: DictConfig) -> float:
     if cfg.mode == "lr_find":
         from charmlp.lr_find import run_lr_find
 
-        return run_lr_find(cfg, datamodule, module.mlp, instantiate(cfg.logger))
+        return run_lr_find(cfg, datamodule, module.mlp, instantiate(cfg.logger) if cfg.get("logger") else None)
     if cfg.mode != "train":
         raise CharmlpError(f"mode must be train or lr_find, got {cfg.mode!r}")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    logger = instantiate(cfg.logger)
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False  # logger=null: no TensorBoard
+    ddp.prepare_job()  # before the Trainer, which decides whether to launch child ranks
     trainer = build_trainer(cfg, callbacks, logger)
+    log.info("%s", describe(module.mlp))
+    warn_slow_precision(trainer)
 
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
+    ddp.after_fit(trainer)
     stop = next(c for c in callbacks if isinstance(c, GracefulStop))
     checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
-    if stop.received is not None:
+    if stop.signal_name is not None:  # what every rank agreed on, so every rank stops here
         last = Path(checkpoint.dirpath) / "last.ckpt"
         raise TrainingInterrupted(
             f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. Resume with: "
@@ -134,6 +150,8 @@ def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharMLPModule:
         vocab=datamodule.vocab.to_dict(),
         updates_per_step=cfg.updates_per_step,
         fused_sgd=cfg.fused_sgd,
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
     )
 
 
@@ -150,29 +168,37 @@ def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:
             f"trainer.val_check_interval ({val_every} updates) must be a positive multiple of "
             f"updates_per_step ({per_step})"
         )
-    return instantiate(
-        cfg.trainer,
-        val_check_interval=val_every // per_step,
-        callbacks=callbacks,
-        logger=logger,
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=cfg.paths.output_dir,
-        enable_checkpointing=True,
-    )
+    try:
+        return instantiate(
+            cfg.trainer,
+            val_check_interval=val_every // per_step,
+            gradient_clip_val=None,  # the module clips (Lightning refuses to under manual optimization)
+            gradient_clip_algorithm=None,
+            callbacks=callbacks,
+            logger=logger,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=cfg.paths.output_dir,
+            enable_checkpointing=True,
+        )
+    except InstantiationException as err:  # e.g. trainer=gpu without a GPU, an unknown precision
+        cause = err.__cause__ or err
+        raise CharmlpError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
 
 
-def resolve_ckpt_path(ckpt_path: str | None) -> str | None:
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        found = newest_checkpoint("last.ckpt")
-        if found is None:
-            raise CharmlpError("ckpt_path=last: no run under ./outputs or ./multirun has a checkpoints/last.ckpt")
-        log.info("resuming from %s", found)
-        return str(found)
-    if not Path(ckpt_path).is_file():
-        raise CharmlpError(f"ckpt_path {ckpt_path} does not exist; give a checkpoint file or ckpt_path=last")
-    return ckpt_path
+def describe(mlp: MLP) -> str:
+    """One line for the log: the parameter count and each parameter's shape."""
+    shapes = ", ".join(f"{name} {'x'.join(map(str, p.shape))}" for name, p in mlp.named_parameters())
+    return f"MLP: {sum(p.numel() for p in mlp.parameters()):,} parameters ({shapes})"
+
+
+def warn_slow_precision(trainer: L.Trainer) -> None:
+    """bf16-mixed on a CPU is emulated: say so, since nothing else would."""
+    if "mixed" in str(trainer.precision) and trainer.strategy.root_device.type == "cpu":
+        log.warning(
+            "trainer.precision=%s on the CPU runs about 10x slower than 32-true and gains nothing at this size; "
+            "it is for GPUs",
+            trainer.precision,
+        )
 
 
 @torch.no_grad()
@@ -203,7 +229,8 @@ def report(
     for name, fig in figures.items():
         save_figure(fig, str(run_dir / f"{name}.png"))
     net = Network.from_state(
-        {k: v.detach().cpu().numpy() for k, v in module.mlp.state_dict().items()}, block_size=datamodule.block_size
+        {k: v.detach().cpu().float().numpy() for k, v in module.mlp.state_dict().items()},
+        block_size=datamodule.block_size,
     )
     names = [s.name for s in generate(net, datamodule.vocab, 20, np.random.default_rng(int(cfg.seed)))]
     log.info("samples: %s", " ".join(names))
