@@ -8,11 +8,15 @@ import math
 import sys
 from pathlib import Path
 
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from charmlp.config import type_mistakes
 from charmlp.errors import CharmlpError
+from charmlp.runs import resolve_ckpt_path
+from charmlp.words import check_readable
 
 log = logging.getLogger("charmlp")
 
@@ -24,10 +28,23 @@ def record_failure(run_dir: Path, message: str) -> None:
         path.write_text(json.dumps({"error": message}) + "\n")
 
 
+def check_early(cfg: DictConfig) -> None:
+    """Mistakes that need no torch: value types against the defaults, the word file, the checkpoint to resume."""
+    hydra_cfg = HydraConfig.get()
+    groups = [f"{g}={c}" for g, c in hydra_cfg.runtime.choices.items() if c is not None and not g.startswith("hydra")]
+    defaults = compose(config_name=hydra_cfg.job.config_name, overrides=groups)
+    mistakes = type_mistakes(cfg, defaults)
+    if mistakes:
+        raise CharmlpError("; ".join(mistakes))
+    check_readable(cfg.data.path)
+    resolve_ckpt_path(cfg.ckpt_path)
+
+
 def train_job(cfg: DictConfig) -> float:
     """Run one job. In a multirun a failed job is logged and scored inf, so the other jobs go on."""
     try:
-        from charmlp.train import run
+        check_early(cfg)
+        from charmlp.train import run  # torch and Lightning: seconds of imports, so only after the quick checks
 
         return run(cfg)
     except CharmlpError as err:

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from charmlp.errors import CharmlpError
 
 
-def read_words(path: str | Path) -> list[str]:
-    """The words of a text file, in file order (duplicates kept, as the recipe keeps them)."""
-    path = Path(path)
+@contextmanager
+def _explained(path: Path) -> Iterator[None]:
+    """Turns the reasons a word file cannot be opened into one line each."""
     try:
-        raw = path.read_bytes()
+        yield
     except FileNotFoundError:
         raise CharmlpError(f"data file {path} does not exist; pass an existing file with data.path=FILE") from None
     except IsADirectoryError:
         raise CharmlpError(f"data file {path} is a directory; pass a text file with data.path=FILE") from None
     except OSError as err:
         raise CharmlpError(f"cannot read data file {path}: {err.strerror}") from None
+
+
+def check_readable(path: str | Path) -> None:
+    """Fail now, in one line, if read_words(path) could not open the file (train.py checks before its imports)."""
+    with _explained(Path(path)), open(path, "rb"):
+        pass
+
+
+def read_words(path: str | Path) -> list[str]:
+    """The words of a text file, in file order (duplicates kept, as the recipe keeps them)."""
+    path = Path(path)
+    with _explained(path):
+        raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # a leading byte-order mark is not part of the first word
     except UnicodeDecodeError as err:
