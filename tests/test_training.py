@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from charmlp.errors import CharmlpError
+from charmlp.mlp import MLP
 from charmlp.train import run
 
 from .conftest import compose_cfg
@@ -100,3 +102,94 @@ def test_non_finite_loss_names_the_update():
     CharMLPModule._check_finite(torch.tensor([2.0, 1.5]), first_update=101)  # finite: nothing happens
     with pytest.raises(NonFiniteLossError, match="became nan at update 102"):
         CharMLPModule._check_finite(torch.tensor([2.0, float("nan"), float("inf")]), first_update=101)
+
+
+def test_gradient_clipping_by_norm_caps_the_first_update(tmp_path):
+    # plain SGD, lr 0.1, gradients clipped to norm 0.01: the first update moves the weights by exactly 0.1 * 0.01
+    # (the N(0, 1) init's gradient norm is far above 0.01); the fast path steps aside for clipping
+    one = ["trainer.max_steps=1", "updates_per_step=1", "trainer.val_check_interval=1", "model.hidden_dim=20"]
+    run(compose_cfg(tmp_path, *one, "trainer.gradient_clip_val=0.01"))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.manual_seed(2147483647)  # the config's seed: the same init
+    init = MLP(**ckpt["hyper_parameters"]["model"]).state_dict()
+    moved = torch.cat([(ckpt["state_dict"][f"mlp.{k}"] - v).flatten() for k, v in init.items()])
+    assert float(moved.norm()) == pytest.approx(0.1 * 0.01, rel=1e-4)
+
+
+def test_gradient_clipping_by_value_caps_every_element(tmp_path):
+    one = ["trainer.max_steps=1", "updates_per_step=1", "trainer.val_check_interval=1", "model.hidden_dim=20"]
+    run(compose_cfg(tmp_path, *one, "trainer.gradient_clip_val=0.001", "trainer.gradient_clip_algorithm=value"))
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.manual_seed(2147483647)
+    init = MLP(**ckpt["hyper_parameters"]["model"]).state_dict()
+    moved = torch.cat([(ckpt["state_dict"][f"mlp.{k}"] - v).flatten() for k, v in init.items()])
+    # lr x the clip value at most (a weight near 1 holds the difference to float32 rounding, 1.2e-7)
+    assert float(moved.abs().max()) == pytest.approx(0.1 * 0.001, abs=2e-7)
+
+
+def test_stock_callbacks_log_against_updates(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    lr_monitor = "+callbacks.lr_monitor._target_=lightning.pytorch.callbacks.LearningRateMonitor"
+    run(
+        compose_cfg(
+            tmp_path, "trainer.max_steps=1000", *SMALL, lr_monitor, "+callbacks.lr_monitor.logging_interval=step"
+        )
+    )
+    steps: dict[str, list[int]] = {}
+    for events in sorted(tmp_path.glob("tensorboard/events.out.tfevents*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    # LearningRateMonitor logs before each Lightning step: updates 0, 100, ..., 900, like charmlp's own lr after it
+    assert steps["lr-SGD"] == list(range(0, 1000, 100))
+    assert steps["lr"] == list(range(100, 1001, 100))
+
+
+def test_loss_history_survives_a_resume(tmp_path):
+    run(compose_cfg(tmp_path / "a", "trainer.max_steps=1000", *SMALL))
+    run(compose_cfg(tmp_path / "b", "trainer.max_steps=500", *SMALL))
+    resume = f"ckpt_path={tmp_path / 'b/checkpoints/last.ckpt'}"
+    run(compose_cfg(tmp_path / "c", "trainer.max_steps=1000", *SMALL, resume))
+    straight, resumed = (torch.load(tmp_path / d / "checkpoints/last.ckpt", weights_only=True) for d in "ac")
+    assert resumed["loss_history"] == straight["loss_history"]  # bit-identical runs log the same curves
+    assert [step for step, _ in resumed["loss_history"]["val/loss"]] == [500, 1000]
+
+
+def test_a_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path):
+    run(compose_cfg(tmp_path / "a", "trainer.max_steps=100", "model.hidden_dim=50", *SMALL))
+    resume = f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}"
+    with pytest.raises(CharmlpError, match=r"does not fit this config: it has model.hidden_dim=50 \(this run: 200\)"):
+        run(compose_cfg(tmp_path / "b", "trainer.max_steps=200", *SMALL, resume))
+
+
+def test_a_one_cycle_schedule_cannot_be_extended(tmp_path):
+    run(compose_cfg(tmp_path / "a", "trainer.max_steps=200", "scheduler=onecycle", *SMALL))
+    resume = f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}"
+    with pytest.raises(
+        CharmlpError, match="planned for 200 updates, which cannot be extended to trainer.max_steps=400"
+    ):
+        run(compose_cfg(tmp_path / "b", "trainer.max_steps=400", "scheduler=onecycle", *SMALL, resume))
+    assert (tmp_path / "a" / "checkpoints" / "last.ckpt").is_file()  # nothing written before is lost
+
+
+def test_lightning_that_stops_counting_updates_fails_loudly(tmp_path, monkeypatch):
+    # the speed path counts updates through the manual-optimization loop's step hooks (Lightning internals);
+    # were an upgrade to stop calling them, global_step would never reach max_steps: the run must fail at once
+    from lightning.pytorch.loops.optimization.manual import _ManualOptimization
+
+    monkeypatch.setattr(_ManualOptimization, "_on_before_step", lambda self: None)
+    monkeypatch.setattr(_ManualOptimization, "_on_after_step", lambda self: None)
+    with pytest.raises(RuntimeError, match="Lightning counted 0 of 100 updates"):
+        run(compose_cfg(tmp_path, "trainer.max_steps=1000", *SMALL))
+
+
+def test_installed_lightning_is_in_the_pinned_range():
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    (spec,) = [Requirement(r) for r in importlib.metadata.requires("charmlp") if r.startswith("lightning")]
+    assert any(s.operator == "<" for s in spec.specifier)  # bounded: a minor release has broken internals before
+    assert spec.specifier.contains(importlib.metadata.version("lightning"))
