@@ -49,4 +49,6 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     result = run_script("train.py", "trainer.max_steps=3000", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir.parent / "train.stdout").write_text(result.stdout)
+    (run_dir.parent / "train.stderr").write_text(result.stderr)
     return run_dir

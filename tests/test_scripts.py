@@ -22,6 +22,13 @@ def test_sample_prints_n_lowercase_names_deterministically(trained_run):
     assert a.stderr == ""  # nothing but data, and nothing on stderr either when all is well
 
 
+def test_train_prints_no_data_nor_adverts(trained_run):
+    out, err = (trained_run.parent / f"train.{stream}" for stream in ("stdout", "stderr"))
+    assert out.read_text() == ""  # no model summary table: stdout is for data, and train.py prints none
+    assert "Tip:" not in err.read_text() and "litlogger" not in err.read_text()
+    assert "MLP: 11,897 parameters" in err.read_text()
+
+
 def test_run_directory_holds_everything(trained_run):
     for name in (
         "metrics.json",
@@ -141,3 +148,54 @@ def test_sampling_imports_neither_torch_nor_lightning_nor_hydra(trained_run):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("model.hiden_dim=5", "model.hiden_dim: no such key in the config; did you mean model.hidden_dim?"),
+        ("thread=2", "did you mean threads?"),
+        ("trainer.max_steps=many", "trainer.max_steps='many' is not an integer (the default is 200000)"),
+        ("model.dropout=[0.1]", "model.dropout=[0.1] is not a number"),
+        ("hydra/launcher=nope", "options: basic, joblib"),
+        ("logger=null", "drop the group with ~logger"),
+        ("model.hidden_dim=[", "no viable alternative"),
+    ],
+)
+def test_config_mistakes_get_one_line(tmp_path, arg, message):
+    result = run_script("train.py", arg, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_a_missing_word_file_is_reported_before_torch_loads(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "train.py"), f"data.path={tmp_path / 'nope.txt'}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(
+        "pass an existing file with data.path=FILE"
+    )
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "hydra" in imported and "torch" not in imported and "lightning" not in imported
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    import os
+
+    from charmlp.checkpoint_io import atomic_write
+
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "metrics.json", lambda f: f.write(b"{}\n"))
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert (tmp_path / "metrics.json").read_bytes() == b"{}\n" and not list(tmp_path.glob(".*.tmp"))

@@ -11,27 +11,85 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def embedding_2d(C: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """C itself when it is 2D (the lecture's picture), else its projection on the top two principal axes."""
+def embedding_2d(C: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
+    """C itself when it is 2D (the lecture's picture), else its projection on the top two principal axes.
+
+    Returns the (vocab, 2) points and the two axis labels.
+    """
     C = C.detach().float().cpu()
     if C.shape[1] <= 2:
-        return torch.nn.functional.pad(C, (0, 2 - C.shape[1])), "C[:, 0] and C[:, 1]"
+        second = "C[:, 1]" if C.shape[1] == 2 else "(C has one column)"
+        return torch.nn.functional.pad(C, (0, 2 - C.shape[1])), ("C[:, 0]", second)
     centred = C - C.mean(0)
-    _, _, Vh = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ Vh[:2].T, "first two principal components of C"
+    _, S, Vh = torch.linalg.svd(centred, full_matrices=False)
+    share = (S**2 / (S**2).sum()).tolist()  # the fraction of the variance along each principal axis
+    return centred @ Vh[:2].T, (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
 
 
-def embedding_figure(C: torch.Tensor, labels: Sequence[str]) -> Figure:
-    """Each character at its place in the embedding (seed: the 2D scatter of C with the letters on it)."""
+def spread_labels(points: torch.Tensor, gap: float = 0.045, rounds: int = 200) -> torch.Tensor:
+    """Places for the labels of `points` (n x 2, in a unit square) about `gap` apart, each near its point.
+
+    A few rounds of pushing every too-close pair apart, with a weak pull back to the point: enough for the
+    27 letters of a vocabulary, deterministic, and no extra dependency.
+    """
+    n = len(points)
+    angles = torch.arange(n, dtype=torch.float32)  # tells identical points apart, always the same way
+    places = points + 1e-4 * torch.stack([angles.cos(), angles.sin()], 1)
+    for _ in range(rounds):
+        apart = places[:, None] - places[None]  # (n, n, 2): from each other label to this one
+        distance = apart.norm(dim=-1).fill_diagonal_(gap)
+        push = (gap - distance).clamp(min=0)
+        if not push.any():
+            break
+        places = places + 0.5 * (apart / distance[..., None] * push[..., None]).sum(1) + 0.05 * (points - places)
+    return places
+
+
+def embedding_figure(C: torch.Tensor, labels: Sequence[str], token: str = ".") -> Figure:
+    """Each character at its place in the embedding (seed: the 2D scatter of C with the letters on it).
+
+    Each letter sits on its place, as in the lecture, except where characters crowd: there it is pushed a
+    little aside, and a dot with a thin line marks its exact place, so close characters stay readable. The
+    start/end `token`, a glyph too small to see alone, is red, bold and ringed.
+    """
+    from matplotlib import patheffects
     from matplotlib.figure import Figure
 
-    points, how = embedding_2d(C)
+    points, (xlabel, ylabel) = embedding_2d(C)
+    low, size = points.min(0).values, (points.max(0).values - points.min(0).values).clamp(min=1e-6)
+    unit = (points - low) / size  # spread in a unit square: the axes are square
+    spread = spread_labels(unit)
+    moved = (spread - unit).norm(dim=1) > 0.01
+    places = torch.where(moved[:, None], spread * size + low, points)
     fig = Figure(figsize=(6, 6))
     ax = fig.add_subplot()
-    ax.scatter(points[:, 0], points[:, 1], s=200)
-    for (x, y), label in zip(points.tolist(), labels):
-        ax.text(x, y, label, ha="center", va="center", color="white")
-    ax.set_title(f"character embedding: {how}")
+    outline = [patheffects.withStroke(linewidth=3, foreground="white")]
+    ax.plot(points[moved, 0], points[moved, 1], "o", ms=3, color="tab:blue")
+    for (x, y), (lx, ly), label in zip(points.tolist(), places.tolist(), labels):
+        if (x, y) != (lx, ly):
+            ax.plot([x, lx], [y, ly], lw=0.5, color="0.6")
+        is_token = label == token
+        if is_token:
+            ax.plot(x, y, "o", ms=10, mfc="none", mec="tab:red", mew=2, label=f"'{token}' (start/end of a word)")
+        ax.text(
+            lx,
+            ly,
+            label,
+            ha="center",
+            va="center",
+            fontsize=16 if is_token else 12,
+            fontweight="bold" if is_token else "normal",
+            color="tab:red" if is_token else "0.1",
+            path_effects=outline,
+        )
+    ax.update_datalim(torch.cat([points, places]).numpy())  # text does not widen the axes by itself
+    ax.margins(0.06)
+    ax.autoscale_view()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title("character embedding C")
+    if token in labels:
+        ax.legend(fontsize=9)
     ax.grid(True, alpha=0.3)
     return fig
 
@@ -63,19 +121,44 @@ def save_figure(fig: Figure, path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def lr_find_figure(exponents: Sequence[float], losses: Sequence[float], suggested: float) -> Figure:
-    """The seed's plot: loss of each update against the exponent of its learning rate."""
+def lr_find_figure(
+    exponents: Sequence[float],
+    losses: Sequence[float],
+    centres: Sequence[float],
+    smoothed: Sequence[float],
+    suggested: float,
+) -> Figure:
+    """The seed's plot, loss of each update against the exponent of its lr, with the smoothed curve on it.
+
+    `centres`, `smoothed`: the moving average that lr_find.suggest() reads (lr_find.smooth()). The y range
+    follows that curve, from its bottom to its highest point before the bottom: the raw losses' first
+    updates and the blow-up at large lrs would squash the valley that the suggestion comes from.
+    """
     import math
 
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    ax.plot(exponents, losses, lw=0.8)
-    ax.axvline(math.log10(suggested), color="tab:orange", ls="--", label=f"suggested lr {suggested:.3g}")
+    window = len(losses) - len(smoothed) + 1
+    ax.plot(exponents, losses, lw=0.6, color="tab:blue", alpha=0.35, label="loss before each update")
+    ax.plot(centres, smoothed, lw=2, color="tab:blue", label=f"mean of {window} updates")
+    lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+    bottom, top = smoothed[lowest], max(smoothed[: lowest + 1])
+    ax.plot(
+        centres[lowest], bottom, "o", color="tab:red", label=f"lowest: {bottom:.2f} at lr {10 ** centres[lowest]:.3g}"
+    )
+    ax.axvline(
+        math.log10(suggested), color="tab:orange", ls="--", label=f"suggested lr {suggested:.3g} (lowest / 10^0.5)"
+    )
+    span = max(top - bottom, 0.1 * abs(bottom), 1e-3)  # a flat or rising curve still gets a readable range
+    ax.set_ylim(bottom - 0.25 * span, top + 0.1 * span)  # room below for the raw losses' scatter
     ax.set_xlabel("log10 learning rate")
-    ax.set_ylabel("loss")
-    ax.set_ylim(top=min(max(losses), 3 * min(losses) + 5))
-    ax.legend()
+    ax.set_ylabel("cross-entropy loss")
+    lr_axis = ax.secondary_xaxis("top")  # the same axis in plain learning rates
+    ticks = [e for e in range(-3, 1) if exponents[0] <= e <= exponents[-1]]
+    lr_axis.set_xticks(ticks, [f"{10**e:g}" for e in ticks])
+    lr_axis.set_xlabel("learning rate")
+    ax.legend(fontsize=9)
     ax.grid(True, alpha=0.3)
     return fig
