@@ -83,9 +83,9 @@ def run_lr_find(cfg: DictConfig, datamodule: NamesDataModule, model: MLP, logger
     lr = suggest(exponents, losses)
     centres, smoothed = smooth(exponents, losses)
     fig = lr_find_figure(exponents.tolist(), losses, centres.tolist(), smoothed.tolist(), lr)
-    save_figure(fig, str(Path(cfg.paths.output_dir) / "lr_find.png"))
+    image = save_figure(fig, str(Path(cfg.paths.output_dir) / "lr_find.png"))
     if hasattr(logger, "experiment"):
-        logger.experiment.add_figure("lr_find", fig)
+        logger.experiment.add_image("lr_find", image, dataformats="HWC")
         logger.experiment.flush()
     log.info("lr_find: loss is lowest near lr %.3g; suggested optimizer.lr=%.3g", lr * 10**0.5, lr)
     print(f"suggested optimizer.lr={lr:.3g}  (plot: {Path(cfg.paths.output_dir) / 'lr_find.png'})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -116,9 +117,20 @@ def loss_figure(train: Sequence[tuple[int, float]], val: Sequence[tuple[int, flo
     return fig
 
 
-def save_figure(fig: Figure, path: str) -> None:
+def save_figure(fig: Figure, path: str) -> np.ndarray:
+    """Draw the figure once, write it as a PNG and return its pixels (H x W x 3), e.g. for TensorBoard.
+
+    Drawing is most of a figure's cost (TensorBoard's add_figure would draw it a second time).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imsave
+
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    imsave(path, pixels)
+    return pixels
 
 
 def lr_find_figure(

@@ -226,8 +226,7 @@ def report(
         "embedding": embedding_figure(module.mlp.C, labels),
         "loss": loss_figure(module.history["train/loss"], module.history["val/loss"]),
     }
-    for name, fig in figures.items():
-        save_figure(fig, str(run_dir / f"{name}.png"))
+    images = {name: save_figure(fig, str(run_dir / f"{name}.png")) for name, fig in figures.items()}
     net = Network.from_state(
         {k: v.detach().cpu().float().numpy() for k, v in module.mlp.state_dict().items()},
         block_size=datamodule.block_size,
@@ -237,8 +236,8 @@ def report(
     if not isinstance(logger, TensorBoardLogger):
         return
     writer, step = logger.experiment, metrics["steps"]
-    for name, fig in figures.items():
-        writer.add_figure(name, fig, global_step=step)
+    for name, image in images.items():
+        writer.add_image(name, image, global_step=step, dataformats="HWC")
     writer.add_embedding(module.mlp.C.detach().cpu(), metadata=labels, tag="C", global_step=step)
     writer.add_text("samples", "  \n".join(names), global_step=step)
     log_hparams(writer, cfg, metrics)
