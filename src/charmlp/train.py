@@ -182,7 +182,9 @@ def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:
         )
     except InstantiationException as err:  # e.g. trainer=gpu without a GPU, an unknown precision
         cause = err.__cause__ or err
-        raise CharmlpError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
+        raise CharmlpError(
+            f"trainer: {str(cause).strip().splitlines()[0]} (trainer=default takes what this machine has)"
+        ) from None
 
 
 def describe(mlp: MLP) -> str:
