@@ -1,6 +1,7 @@
 """The loop's semantics: updates counted by max_steps, the LR milestone, determinism, exact resume."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -193,3 +194,10 @@ def test_installed_lightning_is_in_the_pinned_range():
     (spec,) = [Requirement(r) for r in importlib.metadata.requires("charmlp") if r.startswith("lightning")]
     assert any(s.operator == "<" for s in spec.specifier)  # bounded: a minor release has broken internals before
     assert spec.specifier.contains(importlib.metadata.version("lightning"))
+
+
+def test_float16_weights_give_finite_split_losses(tmp_path):
+    # the loss summed over a 65,536-example evaluation batch is ~2e5: past float16's largest number, 65,504
+    run(compose_cfg(tmp_path, "trainer.max_steps=100", "trainer.precision=16-true", *SMALL))
+    m = metrics(tmp_path)
+    assert all(math.isfinite(m[k]) and m[k] < 20 for k in ("train/loss", "val/loss", "test/loss"))

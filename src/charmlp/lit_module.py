@@ -190,7 +190,8 @@ class CharMLPModule(L.LightningModule):
     def _loss_sum(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x, y = batch
         return torch.stack(
-            [F.cross_entropy(self.mlp(x), y, reduction="sum"), torch.tensor(float(len(y)), device=y.device)]
+            # in float32: a sum over 65,536 examples overflows float16 (16-true), and bf16 would round it coarsely
+            [F.cross_entropy(self.mlp(x).float(), y, reduction="sum"), torch.tensor(float(len(y)), device=y.device)]
         )
 
     def _log_split_loss(self, name: str) -> None:

@@ -210,7 +210,8 @@ def split_loss(model: MLP, batches: SplitBatches) -> float:
     device = model.C.device
     total, count = 0.0, 0
     for x, y in batches:
-        total += float(torch.nn.functional.cross_entropy(model(x.to(device)), y.to(device), reduction="sum"))
+        logits = model(x.to(device)).float()  # summed in float32 whatever the training precision
+        total += float(torch.nn.functional.cross_entropy(logits, y.to(device), reduction="sum"))
         count += len(y)
     return total / count
 
