@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from charmlp.ckpt_reader import read_checkpoint
+from charmlp.ckpt_reader import READ_ERRORS, read_checkpoint
 from charmlp.errors import CharmlpError
 from charmlp.sampling import Network
 from charmlp.vocab import Vocabulary
@@ -24,24 +23,59 @@ class TrainedModel:
 
 
 def load_trained(path: str | Path) -> TrainedModel:
-    """Rebuild the network, its vocabulary and its split from a checkpoint alone (GPU or CPU saved)."""
+    """Rebuild the network, its vocabulary and its split from a checkpoint alone (GPU or CPU saved).
+
+    Any file gives either a TrainedModel or one CharmlpError: the file may be damaged or hostile.
+    """
     path = Path(path)
     if not path.is_file():
         raise CharmlpError(f"checkpoint {path} does not exist; pass ckpt=RUN_DIR/checkpoints/best.ckpt")
     try:
         ckpt = read_checkpoint(path)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as err:
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise CharmlpError(f"{path} is not a readable charmlp checkpoint ({reason})") from None
+    except READ_ERRORS as err:
+        raise CharmlpError(f"{path} is not a readable charmlp checkpoint ({_reason(err)})") from None
     try:
-        hparams = ckpt["hyper_parameters"]
-        vocab = Vocabulary.from_dict(hparams["vocab"])
-        state = {k.removeprefix("mlp."): v for k, v in ckpt["state_dict"].items() if k.startswith("mlp.")}
-        net = Network.from_state(state, block_size=int(hparams["model"]["block_size"]))
-        saved = ckpt.get(DATAMODULE_KEY, {}).get("words", {})
-        words = {split: text.split("\n") if text else [] for split, text in saved.items()}
-    except (KeyError, TypeError, AttributeError, CharmlpError) as err:
-        raise CharmlpError(f"{path} is not a charmlp checkpoint (no {err})") from None
+        hparams = _get(ckpt, "hyper_parameters", "the checkpoint")
+        vocab = Vocabulary.from_dict(_get(hparams, "vocab", "hyper_parameters"))
+        block_size = _get(_get(hparams, "model", "hyper_parameters"), "block_size", "hyper_parameters.model")
+        state = _as_dict(_get(ckpt, "state_dict", "the checkpoint"), "state_dict")
+        mlp = {k.removeprefix("mlp."): v for k, v in state.items() if isinstance(k, str) and k.startswith("mlp.")}
+        net = Network.from_state(mlp, block_size=block_size)
+        words = _split_words(ckpt)
+    except CharmlpError as err:
+        raise CharmlpError(f"{path} is not a charmlp checkpoint: {err}") from None
+    except READ_ERRORS as err:  # a safety net for whatever else a hostile file's objects do
+        raise CharmlpError(f"{path} is not a charmlp checkpoint ({_reason(err)})") from None
     if net.C.shape[0] != len(vocab):
         raise CharmlpError(f"{path} is inconsistent: C has {net.C.shape[0]} rows for {len(vocab)} characters")
+    if net.layers[-1][0].shape[1] != len(vocab):
+        last = f"W{len(net.layers)} has {net.layers[-1][0].shape[1]} columns"
+        raise CharmlpError(f"{path} is inconsistent: the output layer {last} for {len(vocab)} characters")
     return TrainedModel(net, vocab, words, path)
+
+
+def _as_dict(data: Any, where: str) -> dict:
+    if not isinstance(data, dict):
+        raise CharmlpError(f"{where} is not a dict but {type(data).__name__}")
+    return data
+
+
+def _get(data: Any, key: str, where: str) -> Any:
+    if key not in _as_dict(data, where):
+        raise CharmlpError(f"{where} has no {key!r}")
+    return data[key]
+
+
+def _split_words(ckpt: dict) -> dict[str, list[str]]:
+    """The datamodule's train/val/test words, one string a split (a checkpoint may carry none)."""
+    saved = ckpt.get(DATAMODULE_KEY, {})
+    splits = saved.get("words", {}) if isinstance(saved, dict) else None
+    if not isinstance(splits, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in splits.items()):
+        raise CharmlpError(f"{DATAMODULE_KEY}.words must map split names to strings")
+    return {split: text.split("\n") if text else [] for split, text in splits.items()}
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an error's message, cut short, for a one-line report."""
+    text = str(err).strip()
+    return text.splitlines()[0][:120] if text else type(err).__name__

@@ -5,6 +5,7 @@ The network is the MLP's weights as arrays; generation follows the seed's loop f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,10 +25,27 @@ class Network:
 
     @classmethod
     def from_state(cls, state: Mapping[str, np.ndarray], block_size: int) -> Network:
-        """From the MLP's parameters by name (C, W1, b1, ..., Wk, bk), as numpy arrays."""
-        count = sum(1 for k in state if k.startswith("W"))
-        layers = tuple((np.asarray(state[f"W{i}"]), np.asarray(state[f"b{i}"])) for i in range(1, count + 1))
-        return cls(np.asarray(state["C"]), layers, block_size)
+        """From the MLP's parameters by name (C, W1, b1, ..., Wk, bk), as numpy arrays; checks that they chain.
+
+        The state may come from any checkpoint file, so a mismatch is a CharmlpError naming it.
+        """
+        if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
+            raise CharmlpError(f"block_size must be a positive integer, got {str(block_size)[:40]}")
+        count = sum(1 for k in state if isinstance(k, str) and re.fullmatch(r"W\d+", k))
+        C = _weights(state, "C")
+        if C.ndim != 2 or 0 in C.shape:
+            raise CharmlpError(f"C must be a (vocabulary, embedding) matrix, got shape {C.shape}")
+        rows, source = block_size * C.shape[1], f"block_size {block_size} x embedding {C.shape[1]}"
+        layers = []
+        for i in range(1, max(count, 1) + 1):  # at least W1, so a state without layers is refused by name
+            W, b = _weights(state, f"W{i}"), _weights(state, f"b{i}")
+            if W.ndim != 2 or W.shape[0] != rows or W.shape[1] == 0:
+                raise CharmlpError(f"W{i} has shape {W.shape}; it needs {rows} rows for {source}")
+            if b.shape != (W.shape[1],):
+                raise CharmlpError(f"b{i} has shape {b.shape}; W{i} has {W.shape[1]} columns")
+            layers.append((W, b))
+            rows, source = W.shape[1], f"the {W.shape[1]} columns of W{i}"
+        return cls(C, tuple(layers), block_size)
 
     def logits(self, context: np.ndarray) -> np.ndarray:
         h = self.C[context].reshape(len(context), -1)
@@ -35,6 +53,17 @@ class Network:
             h = np.tanh(h @ W + b)
         W, b = self.layers[-1]
         return h @ W + b
+
+
+def _weights(state: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+    """A float parameter as float32 (float64 stays float64): fp16 and bf16 weights compute as fp32 ones do."""
+    weights = state.get(name)
+    if not isinstance(weights, np.ndarray) or not np.issubdtype(weights.dtype, np.floating):
+        raise CharmlpError(f"{name} is missing or not a float tensor")
+    weights = weights.astype(np.promote_types(weights.dtype, np.float32), copy=False)
+    if not np.isfinite(weights).all():
+        raise CharmlpError(f"{name} holds NaN or infinite values")
+    return weights
 
 
 @dataclass(frozen=True)

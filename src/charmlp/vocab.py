@@ -35,8 +35,28 @@ class Vocabulary:
     def encode(self, word: str) -> list[int]:
         unknown = sorted({ch for ch in word if ch not in self.stoi})
         if unknown:
-            raise CharmlpError(f"characters {''.join(unknown)!r} in {word!r} are not in the model's vocabulary")
+            lower = word.lower()
+            advice = (
+                f"lower-case it: {lower!r}"
+                if all(ch in self.stoi for ch in lower)
+                else "use only those characters, or train on a word list that has them"
+            )
+            raise CharmlpError(
+                f"characters {''.join(unknown)!r} in {word!r} are not in the model's vocabulary "
+                f"({self.describe()}); {advice}"
+            )
         return [self.stoi[ch] for ch in word]
+
+    def describe(self) -> str:
+        """The characters a word may use, runs of three or more as ranges: 'a-z' for the bundled names."""
+        chars = sorted(ch for ch in self.itos if ch != BOUNDARY)  # '.' is the boundary token, never inside a word
+        runs: list[list[str]] = []
+        for ch in chars:
+            if runs and ord(ch) == ord(runs[-1][-1]) + 1:
+                runs[-1].append(ch)
+            else:
+                runs.append([ch])
+        return "".join(f"{run[0]}-{run[-1]}" if len(run) >= 3 else "".join(run) for run in runs)
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.itos[i] for i in ids)
@@ -47,4 +67,10 @@ class Vocabulary:
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
-        return cls(tuple(data["itos"]))
+        """The inverse of to_dict; checks what it is given, which may come from any checkpoint file."""
+        itos = data.get("itos") if isinstance(data, dict) else None
+        if not isinstance(itos, list) or not all(isinstance(ch, str) and len(ch) == 1 for ch in itos):
+            raise CharmlpError("a vocabulary's itos must be a list of one-character strings")
+        if len(set(itos)) != len(itos):
+            raise CharmlpError("a vocabulary's itos lists a character twice")
+        return cls(tuple(itos))
