@@ -54,3 +54,23 @@ def test_state_dict_carries_generator_vocab_and_words(tiny_words):
     assert torch.equal(sampler.draw(2)[1], after)
     assert state["vocab"] == dm.vocab.to_dict()
     assert state["words"]["train"].split("\n") == dm.words["train"]
+
+
+def test_generator_from_another_device_type_reseeds_by_step(tiny_words, caplog):
+    """A GPU checkpoint's generator state (16 bytes of Philox seed/offset) cannot become a CPU generator's:
+    resume draws a new sequence, the same one each time for the same seed and step, and says so."""
+    cuda_like_state = torch.zeros(16, dtype=torch.uint8)
+
+    def first_draw() -> torch.Tensor:
+        dm = NamesDataModule(str(tiny_words))
+        dm.setup()
+        dm.load_state_dict({"generator": cuda_like_state})
+        return next(iter(dm.train_dataloader())).draw(3)[1]
+
+    with caplog.at_level("WARNING", logger="charmlp"):
+        a, b = first_draw(), first_draw()
+    assert torch.equal(a, b)
+    fresh = NamesDataModule(str(tiny_words))
+    fresh.setup()
+    assert not torch.equal(a, next(iter(fresh.train_dataloader())).draw(3)[1])  # not the run's first minibatches
+    assert "another device type than cpu" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import lightning as L
@@ -11,6 +12,8 @@ from charmlp.errors import CharmlpError
 from charmlp.vocab import Vocabulary
 from charmlp.windows import SPLIT_NAMES, build_windows, check_fractions, split_words
 from charmlp.words import read_words
+
+log = logging.getLogger("charmlp")
 
 
 class MinibatchSampler:
@@ -92,7 +95,7 @@ class NamesDataModule(L.LightningDataModule):
         X, Y = (t.to(device) for t in self.windows["train"])
         self._generator = torch.Generator(device=device).manual_seed(self.seed + rank)  # ranks draw apart
         if self._generator_state is not None:
-            self._generator.set_state(self._generator_state)
+            self.restore_generator(self._generator_state, device, rank)
         sampler = MinibatchSampler(X, Y, self.batch_size, self._generator)
         while True:
             yield sampler
@@ -130,4 +133,19 @@ class NamesDataModule(L.LightningDataModule):
         else:
             self._generator_state = state_dict.get("generator")
         if self._generator is not None and self._generator_state is not None:
-            self._generator.set_state(self._generator_state)
+            self.restore_generator(self._generator_state, self._generator.device, 0)
+
+    def restore_generator(self, state: torch.Tensor, device: torch.device, rank: int) -> None:
+        """Continue the saved minibatch sequence; a state from another device type (a GPU checkpoint
+        resumed on the CPU, or back) cannot be restored, so draw a new sequence seeded by seed, rank and step."""
+        try:
+            self._generator.set_state(state)
+        except RuntimeError:  # a CPU generator's state is 5056 bytes, a CUDA one's 16: no conversion exists
+            step = self.trainer.global_step if self.trainer is not None else 0
+            self._generator.manual_seed(hash((self.seed, rank, step)) & (2**63 - 1))
+            log.warning(
+                "the checkpoint's minibatch generator belongs to another device type than %s: "
+                "resuming with new random minibatches (seeded by data.seed, rank and step %d)",
+                device.type,
+                step,
+            )
