@@ -239,19 +239,19 @@ def test_a_bad_crc_is_refused(real_ckpt, tmp_path):
 WRONG = {
     "W1 rows": (
         {"state_dict/mlp.W1": torch.zeros(5, 4)},
-        "W1 has shape (5, 4); it needs 4 rows for block_size 2 x embedding 2",
+        "W1 has shape (5, 4); the model config needs (4, 4)",
     ),
-    "b1 length": ({"state_dict/mlp.b1": torch.zeros(3)}, "b1 has shape (3,); W1 has 4 columns"),
+    "b1 length": ({"state_dict/mlp.b1": torch.zeros(3)}, "b1 has shape (3,); the model config needs (4,)"),
     "W2 rows": (
         {"state_dict/mlp.W2": torch.zeros(5, 3)},
-        "W2 has shape (5, 3); it needs 4 rows for the 4 columns of W1",
+        "W2 has shape (5, 3); the model config needs (4, 3)",
     ),
     "output columns": (
         {"state_dict/mlp.W2": torch.zeros(4, 4), "state_dict/mlp.b2": torch.zeros(4)},
-        "the output layer W2 has 4 columns for 3 characters",
+        "W2 has shape (4, 4); the model config needs (4, 3)",
     ),
-    "C rows": ({"state_dict/mlp.C": torch.zeros(4, 2)}, "C has 4 rows for 3 characters"),
-    "C a vector": ({"state_dict/mlp.C": torch.zeros(6)}, "C must be a (vocabulary, embedding) matrix"),
+    "C rows": ({"state_dict/mlp.C": torch.zeros(4, 2)}, "C has shape (4, 2); the model config needs (3, 2)"),
+    "C a vector": ({"state_dict/mlp.C": torch.zeros(6)}, "C has shape (6,); the model config needs (3, 2)"),
     "no W2": ({"state_dict/mlp.W2": None, "state_dict/mlp.W3": torch.zeros(4, 3)}, "W2 is missing or not a float"),
     "no b1": ({"state_dict/mlp.b1": None}, "b1 is missing or not a float tensor"),
     "no state_dict": ({"state_dict": None}, "the checkpoint has no 'state_dict'"),
@@ -264,8 +264,11 @@ WRONG = {
     "NaN weights": ({"state_dict/mlp.b2": torch.tensor([0.0, float("nan"), 0.0])}, "b2 holds NaN or infinite values"),
     "block_size 0": ({"hyper_parameters/model/block_size": 0}, "block_size must be a positive integer, got 0"),
     "block_size str": ({"hyper_parameters/model/block_size": "2"}, "block_size must be a positive integer"),
-    "block_size too big": ({"hyper_parameters/model/block_size": 3}, "it needs 6 rows for block_size 3"),
-    "no block_size": ({"hyper_parameters/model": {}}, "hyper_parameters.model has no 'block_size'"),
+    "block_size too big": (
+        {"hyper_parameters/model/block_size": 3},
+        "W1 has shape (4, 4); the model config needs (6, 4)",
+    ),
+    "no block_size": ({"hyper_parameters/model": {}}, "block_size must be a positive integer, got None"),
     "itos without '.'": ({"hyper_parameters/vocab": {"itos": ["a", "b", "c"]}}, "must start with '.'"),
     "itos repeats": ({"hyper_parameters/vocab": {"itos": [".", "a", "a"]}}, "lists a character twice"),
     "itos of words": ({"hyper_parameters/vocab": {"itos": [".", "ab", "c"]}}, "list of one-character strings"),
@@ -319,8 +322,10 @@ def test_overlapping_views_are_refused(tmp_path):
 def test_fp32_checkpoint_keeps_its_numbers(real_ckpt):
     trained = load_trained(real_ckpt)
     expected = tiny_checkpoint()["state_dict"]
-    assert trained.net.C.dtype == np.float32 and np.array_equal(trained.net.C, expected["mlp.C"].numpy())
-    assert np.array_equal(trained.net.layers[0][1], expected["mlp.b1"].numpy())
+    assert trained.net.state["C"].dtype == np.float32 and np.array_equal(
+        trained.net.state["C"], expected["mlp.C"].numpy()
+    )
+    assert np.array_equal(trained.net.state["b1"], expected["mlp.b1"].numpy())
     assert trained.words == {"train": ["ab", "ba", "aab"], "val": ["b"], "test": []}
     assert trained.vocab.itos == (".", "a", "b") and trained.net.block_size == 2
 
@@ -337,8 +342,8 @@ def test_fp32_checkpoint_keeps_its_numbers(real_ckpt):
 )
 def test_half_precision_checkpoints_sample_as_float32(tmp_path, dtype, b1):
     trained = load_trained(save(tmp_path, tiny_checkpoint(dtype)))
-    assert trained.net.layers[0][1].dtype == np.float32 and trained.net.layers[0][1].tolist() == b1
-    assert np.allclose(trained.net.C, [[0, 0.1], [0.2, 0.3], [0.4, 0.5]], rtol=0, atol=2e-3)
+    assert trained.net.state["b1"].dtype == np.float32 and trained.net.state["b1"].tolist() == b1
+    assert np.allclose(trained.net.state["C"], [[0, 0.1], [0.2, 0.3], [0.4, 0.5]], rtol=0, atol=2e-3)
     samples = generate(trained.net, trained.vocab, 5, np.random.default_rng(0))
     assert len(samples) == 5 and all(set(s.name) <= {"a", "b"} for s in samples)
 

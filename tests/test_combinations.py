@@ -76,9 +76,18 @@ def all_pairs(factors: dict[str, list[str]]) -> list[dict[str, str]]:
 
 ROWS = all_pairs({name: list(values) for name, values in FACTORS.items()})
 
+# the layer families (batch norm, WaveNet) with the options that change what their layers compute; init,
+# num_hidden and fused_sgd are the MLP's own, and clipping, trainer and logger run the same code for every family
+FAMILY_FACTORS = {
+    "experiment": {name: [f"experiment={name}"] for name in ("lecture_bn", "lecture_wavenet")},
+    **{name: FACTORS[name] for name in ("optimizer", "scheduler", "precision", "dropout")},
+}
+FAMILY_ROWS = all_pairs({name: list(values) for name, values in FAMILY_FACTORS.items()})
+
 
 def overrides(row: dict[str, str]) -> list[str]:
-    return [o for name, value in row.items() for o in FACTORS[name][value]] + TINY
+    values = {name: FACTORS[name] | FAMILY_FACTORS.get(name, {}) for name in FACTORS}
+    return [o for name, value in row.items() for o in values[name][value]] + TINY
 
 
 def row_id(row: dict[str, str]) -> str:
@@ -93,11 +102,12 @@ def words(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_rows_cover_every_pair():
-    covered = {(a, row[a], b, row[b]) for row in ROWS for a, b in itertools.combinations(FACTORS, 2)}
-    wanted = {(a, va, b, vb) for a, b in itertools.combinations(FACTORS, 2) for va in FACTORS[a] for vb in FACTORS[b]}
+@pytest.mark.parametrize("factors,rows", [(FACTORS, ROWS), (FAMILY_FACTORS, FAMILY_ROWS)], ids=["mlp", "families"])
+def test_rows_cover_every_pair(factors, rows):
+    covered = {(a, row[a], b, row[b]) for row in rows for a, b in itertools.combinations(factors, 2)}
+    wanted = {(a, va, b, vb) for a, b in itertools.combinations(factors, 2) for va in factors[a] for vb in factors[b]}
     assert covered == wanted
-    assert len(ROWS) <= 16  # a matrix that grows past this costs CI minutes: rethink the factors
+    assert len(rows) <= 16  # a matrix that grows past this costs CI minutes: rethink the factors
 
 
 def check_samples_and_scores(ckpt: Path, capsys: pytest.CaptureFixture) -> None:
@@ -111,7 +121,7 @@ def check_samples_and_scores(ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     assert [s["word"] for s in scored] == ["emma", "olivia"] and all(math.isfinite(s["nll"]) for s in scored)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=row_id)
+@pytest.mark.parametrize("row", ROWS + FAMILY_ROWS, ids=row_id)
 def test_row_trains_resumes_samples_and_scores(row, words, tmp_path, capsys):
     args = [f"data.path={words}", *overrides(row)]
     val = run(compose_cfg(tmp_path / "a", *args, "trainer.max_steps=200"))
@@ -123,11 +133,11 @@ def test_row_trains_resumes_samples_and_scores(row, words, tmp_path, capsys):
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 300
     assert [step for step, _ in resumed["loss_history"]["train/loss"]] == list(range(50, 301, 50))  # all of it
-    assert any((tmp_path / "b").glob("tensorboard/events.*")) == (row["logger"] == "tensorboard")
+    assert any((tmp_path / "b").glob("tensorboard/events.*")) == (row.get("logger", "tensorboard") == "tensorboard")
     check_samples_and_scores(tmp_path / "b" / "checkpoints" / "best.ckpt", capsys)
 
 
-@pytest.mark.parametrize("experiment", FACTORS["experiment"])
+@pytest.mark.parametrize("experiment", [*FACTORS["experiment"], *FAMILY_FACTORS["experiment"]])
 def test_lr_find_with_each_experiment(experiment, words, tmp_path):
     # best brings AdamW, dropout and the scaled init: lr_find takes the configured optimizer and model as they are
     cfg = compose_cfg(tmp_path, f"experiment={experiment}", f"data.path={words}", *TINY, "+lr_find_steps=60")
@@ -160,6 +170,17 @@ def test_ddp_row_trains_resumes_samples_and_scores(row, words, tmp_path, capsys)
 def test_ddp_rows_cover_every_value():
     for name, values in FACTORS.items():
         assert name == "trainer" or {row[name] for row in DDP_ROWS} == set(values), name
+
+
+def test_ddp_ranks_end_with_equal_running_statistics(words, tmp_path):
+    """Each rank's batch norm sees its own batches; the running statistics are averaged over the ranks after
+    every Lightning step, and the check after training compares every parameter and buffer across the ranks."""
+    args = [f"data.path={words}", "experiment=lecture_wavenet", *TINY, "trainer=ddp", "trainer.max_steps=200"]
+    result = run_script("train.py", *args, f"hydra.run.dir={tmp_path}", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "weights equal on 2 ranks (running statistics too)" in result.stderr
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert not torch.equal(state["mlp.layers.3.running_var"], torch.ones(24))  # they moved
 
 
 def test_gpu_trainer_without_a_gpu_is_one_line(words, tmp_path):

@@ -37,20 +37,15 @@ def load_trained(path: str | Path) -> TrainedModel:
     try:
         hparams = _get(ckpt, "hyper_parameters", "the checkpoint")
         vocab = Vocabulary.from_dict(_get(hparams, "vocab", "hyper_parameters"))
-        block_size = _get(_get(hparams, "model", "hyper_parameters"), "block_size", "hyper_parameters.model")
+        model = _as_dict(_get(hparams, "model", "hyper_parameters"), "hyper_parameters.model")
         state = _as_dict(_get(ckpt, "state_dict", "the checkpoint"), "state_dict")
-        mlp = {k.removeprefix("mlp."): v for k, v in state.items() if isinstance(k, str) and k.startswith("mlp.")}
-        net = Network.from_state(mlp, block_size=block_size)
+        net_state = {k.removeprefix("mlp."): v for k, v in state.items() if isinstance(k, str) and k.startswith("mlp.")}
+        net = Network.from_state(model, net_state, vocab_size=len(vocab))
         words = _split_words(ckpt)
     except CharmlpError as err:
         raise CharmlpError(f"{path} is not a charmlp checkpoint: {err}") from None
     except READ_ERRORS as err:  # a safety net for whatever else a hostile file's objects do
         raise CharmlpError(f"{path} is not a charmlp checkpoint ({_reason(err)})") from None
-    if net.C.shape[0] != len(vocab):
-        raise CharmlpError(f"{path} is inconsistent: C has {net.C.shape[0]} rows for {len(vocab)} characters")
-    if net.layers[-1][0].shape[1] != len(vocab):
-        last = f"W{len(net.layers)} has {net.layers[-1][0].shape[1]} columns"
-        raise CharmlpError(f"{path} is inconsistent: the output layer {last} for {len(vocab)} characters")
     return TrainedModel(net, vocab, words, path)
 
 

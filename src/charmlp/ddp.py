@@ -68,10 +68,12 @@ def after_fit(trainer: L.Trainer) -> None:
 
 
 def check_weights_equal(trainer: L.Trainer) -> None:
-    """All ranks must end with the same weights (a missing gradient sync shows here): log it on rank 0, or raise."""
+    """All ranks must end with the same weights and batch-norm running statistics (a missing sync shows here):
+    log it on rank 0, or raise."""
     import torch
 
-    named = list(trainer.lightning_module.named_parameters())
+    module = trainer.lightning_module
+    named = list(module.named_parameters()) + list(module.named_buffers())
     sums = torch.stack([p.detach().double().sum() for _, p in named])  # float64: moves with 1 ulp of any weight
     highest = trainer.strategy.reduce(sums.clone(), reduce_op="max")  # reduce works in place
     lowest = trainer.strategy.reduce(sums.clone(), reduce_op="min")
@@ -79,7 +81,8 @@ def check_weights_equal(trainer: L.Trainer) -> None:
     if differ:
         raise CharmlpError(f"DDP ranks ended with different weights in {', '.join(differ)}: gradients were not synced")
     if trainer.is_global_zero:
-        log.info("weights equal on %d ranks", trainer.world_size)
+        stats = " (running statistics too)" if any(True for _ in module.buffers()) else ""
+        log.info("weights equal on %d ranks%s", trainer.world_size, stats)
 
 
 def _adopt_children(trainer: L.Trainer) -> None:

@@ -15,7 +15,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 
 from charmlp.datamodule import MinibatchSampler
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP
+from charmlp.mlp import MLP, build_network
 
 HISTORY_KEY = "loss_history"  # checkpoint entry: the logged curves, for loss.png after a resume
 
@@ -59,7 +59,7 @@ class CharMLPModule(L.LightningModule):
         # plain containers only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.mlp = MLP(**model)
+        self.mlp = build_network(dict(model))  # named mlp since the first checkpoints: any family's network
         self.updates_per_step = updates_per_step
         self._eval_sums: list[torch.Tensor] = []
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)  # for loss.png
@@ -97,9 +97,11 @@ class CharMLPModule(L.LightningModule):
         # hand-written gradients need one process at full precision (DDP and AMP hook into autograd)
         one_process_fp32 = self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
         # sgd_step_ applies each layer's gradient as soon as it has it: no global norm to clip by, so it steps aside
-        self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and not self.mlp.dropout
+        hand_written = isinstance(self.mlp, MLP) and not self.mlp.dropout  # the layer families train with autograd
+        self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and hand_written
         self._fused = self._fused and self.gradient_clip_val is None
-        self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
+        if self._fused:
+            self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
         if self._fused:  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
             optimizer._opt_called = True
 
@@ -128,6 +130,7 @@ class CharMLPModule(L.LightningModule):
                 scheduler.step()
         self.updates_done += todo
         self._check_counted(first, todo)
+        self._average_running_stats()
         losses = torch.stack(losses)
         self._check_finite(losses, first_update=first + 1)
         if self.global_step == trainer.max_steps:
@@ -137,6 +140,14 @@ class CharMLPModule(L.LightningModule):
         # puts every logged metric on the same x-axis as ours. Private (lightning 2.6): test_logged_axis pins it.
         trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step - 1
         self.log_scalars({"train/loss": losses.mean(), "lr": optimizer.param_groups[0]["lr"]})
+
+    def _average_running_stats(self) -> None:
+        """Under DDP each rank's batch norm moves its running statistics with its own batches; their mean over the
+        ranks after each Lightning step is exactly the running average of the ranks' mean batch statistics (the
+        update is linear and every rank started the step from the same values), and keeps the ranks equal."""
+        if self.trainer.world_size > 1 and self.mlp.has_running_stats:
+            for buffer in self.mlp.buffers():
+                buffer.copy_(self.trainer.strategy.reduce(buffer.clone(), reduce_op="mean"))
 
     def _check_counted(self, first: int, todo: int) -> None:
         """Fail loudly if Lightning stopped counting our updates: max_steps would never end the run."""

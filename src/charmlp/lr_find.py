@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from charmlp.datamodule import NamesDataModule
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP
+from charmlp.mlp import LayerNet
 
 log = logging.getLogger("charmlp")
 
@@ -22,7 +22,7 @@ SMOOTHING = 50  # updates per point of the smoothed curve: suggest() reads its b
 
 
 def lr_sweep(
-    model: MLP, optimizer: torch.optim.Optimizer, datamodule: NamesDataModule, exponents: torch.Tensor
+    model: LayerNet, optimizer: torch.optim.Optimizer, datamodule: NamesDataModule, exponents: torch.Tensor
 ) -> list[float]:
     """From the model's init, the k-th update with every lr at 10^exponents[k]; the loss before each update.
 
@@ -62,7 +62,7 @@ def suggest(exponents: torch.Tensor, losses: Sequence[float], window: int = SMOO
     return 10 ** (float(centres[smoothed.argmin()]) - 0.5)
 
 
-def run_lr_find(cfg: DictConfig, datamodule: NamesDataModule, model: MLP, logger: object) -> float:
+def run_lr_find(cfg: DictConfig, datamodule: NamesDataModule, model: LayerNet, logger: object) -> float:
     """mode=lr_find with the configured optimizer: lr_find.png (also to TensorBoard) and the suggested lr."""
     from charmlp.plots import lr_find_figure, save_figure
 

@@ -1,16 +1,21 @@
-"""The character MLP of Bengio et al. 2003, as built in makemore part 2: pure math, no I/O."""
+"""Torch networks from the layer library (charmlp.layers): any family's LayerNet, and the part-2 MLP with its
+hand-written SGD step."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from charmlp import layers as L
 from charmlp.errors import CharmlpError
 
 TANH_GAIN = 5 / 3  # keeps tanh pre-activations at unit scale under the "scaled" init
+
+
 DROPOUT_BITS = 15  # resolution of the CPU dropout mask: p is rounded to a multiple of 2^-15
 
 
@@ -33,7 +38,55 @@ def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
     return h * keep.to(h.dtype).mul_(2**DROPOUT_BITS / (2**DROPOUT_BITS - threshold))
 
 
-class MLP(nn.Module):
+class LayerNet(nn.Module):
+    """A list of charmlp.layers as a torch module: each layer's parameters and buffers under their state names
+    (`layers.I.ROLE`, or the MLP's C, W1, ...), the forward the layers' own, shared with sample.py's numpy."""
+
+    def __init__(
+        self, stack: Sequence[L.Layer], block_size: int, values: dict[str, torch.Tensor] | None = None
+    ) -> None:
+        super().__init__()
+        self.stack, self.block_size = list(stack), block_size
+        for layer in self.stack:
+            initial = layer.init(torch) if values is None else {r: values[k] for r, k in layer.keys.items()}
+            for role, key in layer.keys.items():
+                *path, name = key.split(".")
+                owner = self
+                for part in path:  # layers.0.weight: a submodule per dotted part, so state names read as written
+                    if part not in owner._modules:
+                        owner.add_module(part, nn.Module())
+                    owner = owner._modules[part]
+                if role in layer.buffers:
+                    owner.register_buffer(name, initial[role])
+                else:
+                    owner.register_parameter(name, nn.Parameter(initial[role]))
+        self._state: dict[str, torch.Tensor] | None = None
+
+    def _apply(self, fn, recurse=True):  # .to(device) replaces buffers: look them up afresh
+        self._state = None
+        return super()._apply(fn, recurse)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every parameter and buffer by its state name (cached: a dict walk per update shows at this size)."""
+        if self._state is None:
+            self._state = dict(self.named_parameters()) | dict(self.named_buffers())
+        return self._state
+
+    @property
+    def embedding(self) -> torch.Tensor:
+        """The first layer's table (C), one row per character."""
+        return self.state()[self.stack[0].keys["weight"]]
+
+    @property
+    def has_running_stats(self) -> bool:
+        return any(layer.buffers for layer in self.stack)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size)."""
+        return L.forward(self.stack, torch, self.state(), idx, self.training)
+
+
+class MLP(LayerNet):
     """Embedding table C, tanh hidden layer(s), linear output: logits for the next character.
 
     Parameters keep the lecture's names: C (vocab x emb_dim), W1/b1 the first hidden layer, and the last
@@ -50,7 +103,6 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         init: str = "normal",
     ) -> None:
-        super().__init__()
         for name, value in (
             ("vocab_size", vocab_size),
             ("data.block_size", block_size),
@@ -64,16 +116,17 @@ class MLP(nn.Module):
             raise CharmlpError(f"model.dropout must be in [0, 1), got {dropout}")
         if init not in ("normal", "scaled"):
             raise CharmlpError(f"model.init must be 'normal' (the seed's N(0, 1)) or 'scaled', got {init!r}")
-        self.block_size = block_size
-        self.dropout = dropout
+        stack = L.mlp(vocab_size, block_size, emb_dim, hidden_dim, num_hidden, dropout)
         # N(0, 1) in the seed's order C, W1, b1, W2, b2: under the same seed these are the lecture's numbers
-        self.C = nn.Parameter(torch.randn(vocab_size, emb_dim))
-        widths = [block_size * emb_dim] + [hidden_dim] * num_hidden + [vocab_size]
-        self.num_layers = len(widths) - 1
+        values = {
+            key: torch.randn(shape)
+            for layer in stack
+            for key, shape in zip(layer.keys.values(), layer.shapes().values())
+        }
+        super().__init__(stack, block_size, values)
+        self.dropout = dropout
+        self.num_layers = num_hidden + 1
         self._layer_names = [(f"W{i}", f"b{i}") for i in range(1, self.num_layers + 1)]
-        for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
-            setattr(self, f"W{i}", nn.Parameter(torch.randn(fan_in, fan_out)))
-            setattr(self, f"b{i}", nn.Parameter(torch.randn(fan_out)))
         if init == "scaled":
             self._scale_init()
 
@@ -88,17 +141,6 @@ class MLP(nn.Module):
 
     def layer(self, i: int) -> tuple[nn.Parameter, nn.Parameter]:
         return getattr(self, f"W{i}"), getattr(self, f"b{i}")
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size)."""
-        h = F.embedding(idx, self.C).view(idx.shape[0], -1)
-        for i in range(1, self.num_layers):
-            W, b = self.layer(i)
-            h = torch.tanh(torch.addmm(b, h, W))
-            if self.dropout and self.training:
-                h = dropout(h, self.dropout)
-        W, b = self.layer(self.num_layers)
-        return torch.addmm(b, h, W)
 
     @torch.no_grad()
     def sgd_step_(self, idx: torch.Tensor, targets: torch.Tensor, lr: float, weight_decay: float = 0.0) -> torch.Tensor:
@@ -140,3 +182,14 @@ class MLP(nn.Module):
             C.mul_(decay)
         C.index_add_(0, idx.reshape(-1), grad_out.view(-1, C.shape[1]), alpha=step)
         return loss
+
+
+def build_network(model: dict) -> LayerNet:
+    """The network a model config describes: its `layers` list (model=bn_mlp, wavenet, ...) or model=mlp's MLP.
+
+    `vocab_size` and `block_size` come from the data; a layer family's other keys (emb_dim, ...) only feed
+    its list through interpolation.
+    """
+    if "layers" in model:
+        return LayerNet(L.build(model["layers"], model["vocab_size"], model["block_size"]), model["block_size"])
+    return MLP(**model)

@@ -1,58 +1,56 @@
 """Generating and scoring names with a trained network: numpy only (no torch import, no Lightning, no data).
 
-The network is the MLP's weights as arrays; generation follows the seed's loop for many names at once.
+The network is its layers' numpy forward (charmlp.layers); generation follows the seed's loop for many names at once.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from charmlp import layers as layer_lib
 from charmlp.errors import CharmlpError
+from charmlp.layers import Layer
 from charmlp.vocab import Vocabulary
 
 
 @dataclass(frozen=True)
 class Network:
-    """The MLP's forward pass over numpy arrays: embedding C, tanh layers, linear output."""
+    """A trained network's evaluation-mode forward over numpy arrays: its layers (charmlp.layers), the same
+    forward training runs in torch, and their state by name (C, W1, ... or layers.I.ROLE)."""
 
-    C: np.ndarray
-    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (W, b) of each layer, the output layer last
+    layers: tuple[Layer, ...]
+    state: Mapping[str, np.ndarray]
     block_size: int
 
     @classmethod
-    def from_state(cls, state: Mapping[str, np.ndarray], block_size: int) -> Network:
-        """From the MLP's parameters by name (C, W1, b1, ..., Wk, bk), as numpy arrays; checks that they chain.
+    def from_state(cls, model: Mapping[str, Any], state: Mapping[str, np.ndarray], vocab_size: int) -> Network:
+        """From a checkpoint's model config (hyper_parameters.model) and its network's state, as numpy arrays.
 
-        The state may come from any checkpoint file, so a mismatch is a CharmlpError naming it.
+        Both may come from any file: every array must have the shape the config gives it, else a CharmlpError
+        names it. Nothing is allocated from the config's numbers.
         """
+        block_size = model.get("block_size") if isinstance(model, Mapping) else None
         if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
             raise CharmlpError(f"block_size must be a positive integer, got {str(block_size)[:40]}")
-        count = sum(1 for k in state if isinstance(k, str) and re.fullmatch(r"W\d+", k))
-        C = _weights(state, "C")
-        if C.ndim != 2 or 0 in C.shape:
-            raise CharmlpError(f"C must be a (vocabulary, embedding) matrix, got shape {C.shape}")
-        rows, source = block_size * C.shape[1], f"block_size {block_size} x embedding {C.shape[1]}"
-        layers = []
-        for i in range(1, max(count, 1) + 1):  # at least W1, so a state without layers is refused by name
-            W, b = _weights(state, f"W{i}"), _weights(state, f"b{i}")
-            if W.ndim != 2 or W.shape[0] != rows or W.shape[1] == 0:
-                raise CharmlpError(f"W{i} has shape {W.shape}; it needs {rows} rows for {source}")
-            if b.shape != (W.shape[1],):
-                raise CharmlpError(f"b{i} has shape {b.shape}; W{i} has {W.shape[1]} columns")
-            layers.append((W, b))
-            rows, source = W.shape[1], f"the {W.shape[1]} columns of W{i}"
-        return cls(C, tuple(layers), block_size)
+        try:
+            layers = layer_lib.from_config(model, vocab_size, block_size)
+            wanted = {key: layer.shapes()[role] for layer in layers for role, key in layer.keys.items()}
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            raise CharmlpError(f"the model config does not describe a network ({str(err)[:80]})") from None
+        arrays = {}
+        for key, shape in wanted.items():
+            arrays[key] = _weights(state, key)
+            if arrays[key].shape != shape:
+                raise CharmlpError(f"{key} has shape {arrays[key].shape}; the model config needs {shape}")
+        return cls(tuple(layers), arrays, block_size)
 
     def logits(self, context: np.ndarray) -> np.ndarray:
-        h = self.C[context].reshape(len(context), -1)
-        for W, b in self.layers[:-1]:
-            h = np.tanh(h @ W + b)
-        W, b = self.layers[-1]
-        return h @ W + b
+        """context: (n, block_size) ids -> (n, vocabulary) logits."""
+        return layer_lib.forward(self.layers, np, self.state, context)
 
 
 def _weights(state: Mapping[str, np.ndarray], name: str) -> np.ndarray:

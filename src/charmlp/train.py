@@ -28,7 +28,7 @@ from charmlp.config import to_plain
 from charmlp.datamodule import NamesDataModule, SplitBatches
 from charmlp.errors import CharmlpError, TrainingInterrupted
 from charmlp.lit_module import CharMLPModule
-from charmlp.mlp import MLP
+from charmlp.mlp import LayerNet
 from charmlp.plots import embedding_figure, loss_figure, save_figure
 from charmlp.runs import resolve_ckpt_path
 from charmlp.sampling import Network, generate
@@ -187,10 +187,10 @@ def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:
         ) from None
 
 
-def describe(mlp: MLP) -> str:
+def describe(mlp: LayerNet) -> str:
     """One line for the log: the parameter count and each parameter's shape."""
     shapes = ", ".join(f"{name} {'x'.join(map(str, p.shape))}" for name, p in mlp.named_parameters())
-    return f"MLP: {sum(p.numel() for p in mlp.parameters()):,} parameters ({shapes})"
+    return f"{type(mlp).__name__}: {sum(p.numel() for p in mlp.parameters()):,} parameters ({shapes})"
 
 
 def warn_slow_precision(trainer: L.Trainer) -> None:
@@ -204,10 +204,10 @@ def warn_slow_precision(trainer: L.Trainer) -> None:
 
 
 @torch.no_grad()
-def split_loss(model: MLP, batches: SplitBatches) -> float:
+def split_loss(model: LayerNet, batches: SplitBatches) -> float:
     """Cross-entropy over every example of a split, on the model's device."""
     model.eval()
-    device = model.C.device
+    device = model.embedding.device
     total, count = 0.0, 0
     for x, y in batches:
         logits = model(x.to(device)).float()  # summed in float32 whatever the training precision
@@ -226,13 +226,14 @@ def report(
     """embedding.png, loss.png, and in TensorBoard: both images, C in the projector, samples, hparams."""
     labels = list(datamodule.vocab.itos)
     figures = {
-        "embedding": embedding_figure(module.mlp.C, labels),
+        "embedding": embedding_figure(module.mlp.embedding, labels),
         "loss": loss_figure(module.history["train/loss"], module.history["val/loss"]),
     }
     images = {name: save_figure(fig, str(run_dir / f"{name}.png")) for name, fig in figures.items()}
     net = Network.from_state(
+        module.hparams.model,
         {k: v.detach().cpu().float().numpy() for k, v in module.mlp.state_dict().items()},
-        block_size=datamodule.block_size,
+        vocab_size=len(datamodule.vocab),
     )
     names = [s.name for s in generate(net, datamodule.vocab, 20, np.random.default_rng(int(cfg.seed)))]
     log.info("samples: %s", " ".join(names))
@@ -241,7 +242,7 @@ def report(
     writer, step = logger.experiment, metrics["steps"]
     for name, image in images.items():
         writer.add_image(name, image, global_step=step, dataformats="HWC")
-    writer.add_embedding(module.mlp.C.detach().cpu(), metadata=labels, tag="C", global_step=step)
+    writer.add_embedding(module.mlp.embedding.detach().cpu(), metadata=labels, tag="C", global_step=step)
     writer.add_text("samples", "  \n".join(names), global_step=step)
     log_hparams(writer, cfg, metrics)
     logger.finalize("success")
