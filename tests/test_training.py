@@ -58,6 +58,8 @@ def test_same_seed_same_val_loss_other_seed_other(tmp_path):
         # fused AdamW's state and the CPU dropout mask; its val curve is not monotone, so best.ckpt (whose
         # val/loss run returns) is only the same if validation lands on the same updates after the resume
         ["optimizer=adamw", "optimizer.lr=0.003", "model.dropout=0.3", "model.init=scaled"],
+        # batch norm's running statistics are in the checkpoint (the state_dict check below compares them too)
+        ["experiment=lecture_wavenet", "model.hidden_dim=16", "model.dropout=0.1"],
     ],
 )
 def test_resume_equals_straight(tmp_path, extra):
@@ -83,6 +85,27 @@ def test_fused_and_autograd_paths_train_alike(tmp_path):
     fused = run(compose_cfg(tmp_path / "a", "trainer.max_steps=500", *SMALL))
     autograd = run(compose_cfg(tmp_path / "b", "trainer.max_steps=500", "fused_sgd=false", *SMALL))
     assert fused == pytest.approx(autograd, rel=1e-3)  # same math; float rounding differs after 500 updates
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["experiment=lecture_bn", "model.hidden_dim=32"],  # plain SGD: the lean path's own p += -lr * grad
+        ["optimizer=adamw", "model.dropout=0.2", "model.init=scaled"],  # AdamW's step, the CPU dropout mask
+    ],
+)
+def test_lean_path_equals_lightnings_to_the_bit(tmp_path, extra):
+    """One fp32 process skips Lightning's per-update machinery; a clipping threshold no gradient reaches takes
+    Lightning's manual_backward + optimizer.step() instead, with the same arithmetic: the same weights."""
+    args = ["trainer.max_steps=300", *SMALL, *extra]
+    run(compose_cfg(tmp_path / "lean", *args))
+    run(compose_cfg(tmp_path / "lightning", *args, "trainer.gradient_clip_val=1e30"))
+    lean, lightning = (
+        torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for d in ("lean", "lightning")
+    )
+    for name, weights in lean.items():
+        assert torch.equal(weights, lightning[name]), name
 
 
 def test_checkpoint_loads_with_weights_only_and_without_torch(tmp_path):

@@ -123,8 +123,10 @@ class Linear(Layer):
         return Shape(shape.time, self.fan_out)
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        # (batch, time, C) as one (batch * time, C) matrix: numpy would run one small product per example
-        y = (x.reshape(-1, self.fan_in) @ p["weight"]).reshape(*x.shape[:-1], self.fan_out)
+        if x.ndim == 2:
+            y = x @ p["weight"]
+        else:  # (batch, time, C) as one (batch * time, C) matrix: numpy would run one small product per example
+            y = (x.reshape(-1, self.fan_in) @ p["weight"]).reshape(*x.shape[:-1], self.fan_out)
         return y + p["bias"] if self.bias else y
 
 
@@ -164,15 +166,21 @@ class BatchNorm1d(Layer):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         if training:  # torch tensors only: sampling never trains
             dims = tuple(range(x.ndim - 1))
-            mean = x.mean(dims, keepdim=True)
-            spread = x.var(dims, keepdim=True) if self.spread == "var" else x.std(dims, keepdim=True)
-            for role, stat in (("running_mean", mean), (f"running_{self.spread}", spread)):
-                p[role].mul_(1 - self.momentum).add_(stat.detach().reshape(-1), alpha=self.momentum)
+            mean = x.mean(dims)
+            centred = x - mean
+            # the unbiased variance written out: on the CPU twice as fast as x.var, the same number
+            var = (centred * centred).sum(dims) / (x.numel() // x.shape[-1] - 1)
+            spread = var if self.spread == "var" else var.sqrt()
+            with xp.no_grad():  # running + momentum * (batch - running) = (1 - momentum) * running + momentum * batch
+                p["running_mean"].lerp_(mean, self.momentum)
+                p[f"running_{self.spread}"].lerp_(spread, self.momentum)
         else:
             mean, spread = p["running_mean"], p[f"running_{self.spread}"]
-        # gamma * (x - mean) / sqrt(var + eps) + beta, as x * scale + shift: two passes over x, not five
-        scale = p["gamma"] / (xp.sqrt(spread + self.eps) if self.spread == "var" else spread + self.eps)
-        return x * scale + (p["beta"] - mean * scale)
+            centred = x - mean
+        scale = p["gamma"] / (
+            xp.sqrt(spread + self.eps) if self.spread == "var" else spread + self.eps if self.eps else spread
+        )
+        return centred * scale + p["beta"]
 
 
 @dataclass

@@ -30,8 +30,9 @@ class CharMLPModule(L.LightningModule):
     Lightning's own per-step work (hooks, progress, logging) costs more than an update of this tiny model,
     so each training step runs a short loop of real updates; `trainer.global_step` still counts updates.
     Plain SGD on one process takes `MLP.sgd_step_` (hand-written gradients, no autograd: the same numbers,
-    1.5x the seed's loop); any other optimizer, dropout, DDP or mixed precision takes Lightning's
-    `manual_backward` + `optimizer.step()`.
+    1.5x the seed's loop); any other optimizer, dropout or layer family on one fp32 process takes autograd and
+    the torch optimizer directly; DDP, mixed precision or clipping take Lightning's `manual_backward` +
+    `optimizer.step()`.
     """
 
     def __init__(
@@ -100,10 +101,16 @@ class CharMLPModule(L.LightningModule):
         hand_written = isinstance(self.mlp, MLP) and not self.mlp.dropout  # the layer families train with autograd
         self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and hand_written
         self._fused = self._fused and self.gradient_clip_val is None
+        # one process at fp32 without clipping needs none of Lightning's per-update machinery (precision plugin,
+        # backward and optimizer hooks): about a third of an update of the layer families
+        self._lean = one_process_fp32 and self.gradient_clip_val is None
+        self._params = [p for group in optimizer.param_groups for p in group["params"]]
+        self._plain_sgd = plain_sgd and not group["weight_decay"]
+        if self._lean and self._plain_sgd:
+            optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; the loop above is it
         if self._fused:
             self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
-        if self._fused:  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
-            optimizer._opt_called = True
+            optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
 
     def on_train_start(self) -> None:
         if self.global_step % self.updates_per_step:
@@ -121,7 +128,7 @@ class CharMLPModule(L.LightningModule):
         todo = self.updates_per_step - self.global_step % self.updates_per_step  # ends on a multiple
         if trainer.max_steps >= 0:
             todo = min(todo, trainer.max_steps - self.global_step)
-        update = self._fused_update if self._fused else self._autograd_update
+        update = self._fused_update if self._fused else self._lean_update if self._lean else self._autograd_update
         xs, ys = sampler.draw(todo)
         losses, first = [], self.global_step
         for x, y in zip(xs, ys):
@@ -166,6 +173,23 @@ class CharMLPModule(L.LightningModule):
         if self.gradient_clip_val is not None:  # Lightning's own clipping (unscales under mixed precision)
             self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
         optimizer.step()
+        return loss.detach()
+
+    def _lean_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The same update as _autograd_update (the same numbers) by torch alone: backward, the optimizer's step."""
+        loss = F.cross_entropy(self.mlp(x), y)
+        for p in self._params:  # optimizer.zero_grad(set_to_none=True), without its profiler wrapping
+            p.grad = None
+        loss.backward()
+        optimizer._on_before_step()  # what LightningOptimizer.step does around a step: counts the update
+        if self._plain_sgd:  # torch.optim.SGD's own arithmetic, p += -lr * grad, without its per-step bookkeeping
+            lr = optimizer.optimizer.param_groups[0]["lr"]
+            with torch.no_grad():
+                for p in self._params:
+                    p.add_(p.grad, alpha=-lr)
+        else:
+            optimizer.optimizer.step()
+        optimizer._on_after_step()
         return loss.detach()
 
     def _fused_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -105,7 +105,9 @@ def generate(
     logprob = np.zeros(n)
     active = np.arange(n)
     for t in range(steps):
-        logits = net.logits(context[active]).astype(np.float64) / temperature
+        # names share their first contexts (all start from '.'): run the network once per distinct context
+        distinct, inverse = np.unique(context[active], axis=0, return_inverse=True)
+        logits = net.logits(distinct).astype(np.float64)[inverse.reshape(-1)] / temperature
         if top_k is not None and top_k < logits.shape[1]:
             kth = np.partition(logits, -top_k, axis=1)[:, -top_k, None]
             logits = np.where(logits < kth, -np.inf, logits)
