@@ -153,6 +153,12 @@ def test_linear_init_scales():
         ),
         ([{"layer": "embedding", "dim": 2}, {"layer": "batchnorm", "spread": "mad"}], "spread must be var"),
         ([], "model.layers is empty"),
+        ([{"layer": "embedding", "dim": 2}, {"layer": "flatten", "n": 0}], "sizes must be positive integers"),
+        ([{"layer": "embedding", "dim": -2}, {"layer": "flatten"}], "sizes must be positive integers"),
+        (
+            [{"layer": "embedding", "dim": 2}, {"layer": "flatten"}, {"layer": "linear", "out": 2.5}],
+            "positive integers",
+        ),
     ],
 )
 def test_a_wrong_layer_list_is_one_line(stack, message):
@@ -173,3 +179,19 @@ def test_layer_net_names_its_state_as_the_checkpoint_does():
         "layers.4.bias",
     ]
     assert [name for name, _ in net.named_buffers()] == ["layers.2.running_mean", "layers.2.running_std"]
+
+
+@pytest.mark.parametrize(
+    "model,message",
+    [
+        ({"layers": "embedding", "block_size": 2}, "unknown layer 'e'"),
+        ({"layers": [{"layer": "embedding", "dim": 2}, {"layer": "flatten"}, {"layer": "linear"}]}, "block_size"),
+        ({"layers": LAYER_STACKS["batchnorm std, dropout"], "block_size": 4}, "layers.0.weight is missing"),
+        ({"block_size": 2}, "the model config does not describe a network"),  # an MLP without its sizes
+    ],
+)
+def test_a_checkpoints_model_config_is_checked_before_use(model, message):
+    """sample.py reads the layer list from the checkpoint, which may be any file: one CharmlpError line."""
+    with pytest.raises(CharmlpError) as err:
+        Network.from_state(model, {}, vocab_size=27)
+    assert message in str(err.value) and "\n" not in str(err.value)

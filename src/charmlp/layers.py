@@ -244,6 +244,9 @@ def build(specs: Sequence[Mapping[str, Any]], vocab_size: int, block_size: int) 
             raise CharmlpError(f"{where} ({spec['layer']}): {err}") from None
         except CharmlpError as err:
             raise CharmlpError(f"{where}: {err}") from None
+        sizes = [getattr(layer, "n", 1), *(d for dims in layer.shapes().values() for d in dims)]
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in sizes):
+            raise CharmlpError(f"{where} ({spec['layer']}): sizes must be positive integers, got {spec}")
         shape = layer.out_shape(shape)
         layer.keys = {role: f"layers.{i}.{role}" for role in layer.shapes()}
         layers.append(layer)
@@ -263,9 +266,11 @@ def _make(kind: str, args: dict[str, Any], shape: Shape, vocab_size: int, index:
     if index == 0:
         raise CharmlpError("the first layer must be an embedding (the input is character ids)")
     if kind == "flatten":
-        return FlattenConsecutive(args.pop("n", None) or shape.time or 1, **args)
+        n = args.pop("n", None)
+        return FlattenConsecutive(shape.time or 1 if n is None else n, **args)
     if kind == "linear":
-        return Linear(shape.channels, args.pop("out", None) or vocab_size, **args)
+        out = args.pop("out", None)
+        return Linear(shape.channels, vocab_size if out is None else out, **args)
     if kind == "batchnorm":
         return BatchNorm1d(shape.channels, **args)
     return KINDS[kind](**args)

@@ -107,7 +107,7 @@ class CharMLPModule(L.LightningModule):
         self._params = [p for group in optimizer.param_groups for p in group["params"]]
         self._plain_sgd = plain_sgd and not group["weight_decay"]
         if self._lean and self._plain_sgd:
-            optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; the loop above is it
+            optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; _lean_update's loop is it
         if self._fused:
             self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
             optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
@@ -186,7 +186,8 @@ class CharMLPModule(L.LightningModule):
             lr = optimizer.optimizer.param_groups[0]["lr"]
             with torch.no_grad():
                 for p in self._params:
-                    p.add_(p.grad, alpha=-lr)
+                    if p.grad is not None:  # as torch.optim.SGD: a parameter the loss did not use stays
+                        p.add_(p.grad, alpha=-lr)
         else:
             optimizer.optimizer.step()
         optimizer._on_after_step()
