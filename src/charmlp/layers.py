@@ -172,8 +172,8 @@ class BatchNorm1d(Layer):
             var = (centred * centred).sum(dims) / (x.numel() // x.shape[-1] - 1)
             spread = var if self.spread == "var" else var.sqrt()
             with xp.no_grad():  # running + momentum * (batch - running) = (1 - momentum) * running + momentum * batch
-                p["running_mean"].lerp_(mean, self.momentum)
-                p[f"running_{self.spread}"].lerp_(spread, self.momentum)
+                for role, batch in (("running_mean", mean), (f"running_{self.spread}", spread)):
+                    p[role].lerp_(batch.to(p[role].dtype), self.momentum)  # bf16 under autocast, fp32 buffers
         else:
             mean, spread = p["running_mean"], p[f"running_{self.spread}"]
             centred = x - mean
