@@ -195,3 +195,10 @@ def test_a_checkpoints_model_config_is_checked_before_use(model, message):
     with pytest.raises(CharmlpError) as err:
         Network.from_state(model, {}, vocab_size=27)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_batchnorm_refuses_a_batch_of_one():
+    """One value per channel has no variance (n - 1 = 0): say so rather than train on NaN."""
+    bn = L.BatchNorm1d(2)
+    with pytest.raises(CharmlpError, match=r"data.batch_size >= 2"):
+        bn.forward(torch, bn.init(torch), torch.ones(1, 2), training=True)

@@ -168,8 +168,11 @@ class BatchNorm1d(Layer):
             dims = tuple(range(x.ndim - 1))
             mean = x.mean(dims)
             centred = x - mean
-            # the unbiased variance written out: on the CPU twice as fast as x.var, the same number
-            var = (centred * centred).sum(dims) / (x.numel() // x.shape[-1] - 1)
+            count = x.numel() // x.shape[-1]
+            if count < 2:
+                raise CharmlpError("batch norm needs 2 or more values per channel in a batch: data.batch_size >= 2")
+            # the unbiased variance written out: on the CPU twice as fast as x.var, equal up to rounding
+            var = (centred * centred).sum(dims) / (count - 1)
             spread = var if self.spread == "var" else var.sqrt()
             with xp.no_grad():  # running + momentum * (batch - running) = (1 - momentum) * running + momentum * batch
                 for role, batch in (("running_mean", mean), (f"running_{self.spread}", spread)):
