@@ -218,10 +218,15 @@ KINDS: dict[str, type[Layer]] = {
 }
 
 
-def forward(layers: Sequence[Layer], xp: Any, state: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-    """The Sequential: each layer in turn, its parameters looked up by their state-dict names."""
-    for layer in layers:
-        x = layer.forward(xp, {role: state[key] for role, key in layer.keys.items()}, x, training)
+def bind(layers: Sequence[Layer], state: Mapping[str, Any]) -> list[tuple[Layer, dict[str, Any]]]:
+    """Each layer with its parameters and buffers by role, looked up once by their state-dict names."""
+    return [(layer, {role: state[key] for role, key in layer.keys.items()}) for layer in layers]
+
+
+def forward(bound: Sequence[tuple[Layer, Mapping[str, Any]]], xp: Any, x: Any, training: bool = False) -> Any:
+    """The Sequential: each bound layer in turn."""
+    for layer, params in bound:
+        x = layer.forward(xp, params, x, training)
     return x
 
 

@@ -60,22 +60,22 @@ class LayerNet(nn.Module):
                     owner.register_buffer(name, initial[role])
                 else:
                     owner.register_parameter(name, nn.Parameter(initial[role]))
-        self._state: dict[str, torch.Tensor] | None = None
+        self._bound: list[tuple[L.Layer, dict[str, torch.Tensor]]] | None = None
 
     def _apply(self, fn, recurse=True):  # .to(device) replaces buffers: look them up afresh
-        self._state = None
+        self._bound = None
         return super()._apply(fn, recurse)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """Every parameter and buffer by its state name (cached: a dict walk per update shows at this size)."""
-        if self._state is None:
-            self._state = dict(self.named_parameters()) | dict(self.named_buffers())
-        return self._state
+    def bound(self) -> list[tuple[L.Layer, dict[str, torch.Tensor]]]:
+        """Each layer with its tensors by role (cached: looking them up per update shows at this size)."""
+        if self._bound is None:
+            self._bound = L.bind(self.stack, dict(self.named_parameters()) | dict(self.named_buffers()))
+        return self._bound
 
     @property
     def embedding(self) -> torch.Tensor:
         """The first layer's table (C), one row per character."""
-        return self.state()[self.stack[0].keys["weight"]]
+        return self.bound()[0][1]["weight"]
 
     @property
     def has_running_stats(self) -> bool:
@@ -83,7 +83,7 @@ class LayerNet(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx: (batch, block_size) integer ids -> logits (batch, vocab_size)."""
-        return L.forward(self.stack, torch, self.state(), idx, self.training)
+        return L.forward(self.bound(), torch, idx, self.training)
 
 
 class MLP(LayerNet):

@@ -50,7 +50,7 @@ class Network:
 
     def logits(self, context: np.ndarray) -> np.ndarray:
         """context: (n, block_size) ids -> (n, vocabulary) logits."""
-        return layer_lib.forward(self.layers, np, self.state, context)
+        return layer_lib.forward(layer_lib.bind(self.layers, self.state), np, context)
 
 
 def _weights(state: Mapping[str, np.ndarray], name: str) -> np.ndarray:
