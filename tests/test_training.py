@@ -224,3 +224,15 @@ def test_float16_weights_give_finite_split_losses(tmp_path):
     run(compose_cfg(tmp_path, "trainer.max_steps=100", "trainer.precision=16-true", *SMALL))
     m = metrics(tmp_path)
     assert all(math.isfinite(m[k]) and m[k] < 20 for k in ("train/loss", "val/loss", "test/loss"))
+
+
+def test_last_checkpoint_is_the_newest_state_even_without_a_new_best(tmp_path):
+    """Lightning 2.6 writes save_last's file only when a new best is saved; last.ckpt must still be the newest
+    state (what a resume after Ctrl-C or a longer max_steps continues from)."""
+    args = ["trainer.max_steps=300", "trainer.val_check_interval=100", "updates_per_step=50"]
+    args += ["experiment=lecture_bn", "model.hidden_dim=32", "model.dropout=0.2", "optimizer=adamw"]
+    run(compose_cfg(tmp_path, *args))
+    best, last = (torch.load(tmp_path / "checkpoints" / f, weights_only=True) for f in ("best.ckpt", "last.ckpt"))
+    val = dict(last["loss_history"]["val/loss"])
+    assert val[300] > val[200]  # this recipe's val gets worse at the end: no new best there
+    assert best["global_step"] == 200 and last["global_step"] == 300
