@@ -202,3 +202,34 @@ def test_batchnorm_refuses_a_batch_of_one():
     bn = L.BatchNorm1d(2)
     with pytest.raises(CharmlpError, match=r"data.batch_size >= 2"):
         bn.forward(torch, bn.init(torch), torch.ones(1, 2), training=True)
+
+
+@pytest.mark.parametrize(("name", "block_size"), [("mlp", 3), ("bn_mlp", 3), ("wavenet", 8)])
+def test_folded_embedding_gives_the_plain_numbers_and_gradients(name, block_size):
+    """model.fold_embedding: the first linear layer as per-position table lookups, the same function."""
+    model = family(name, block_size, **({"init": "scaled"} if name == "mlp" else {}))
+    x = torch.randint(0, 27, (64, block_size), generator=torch.Generator().manual_seed(2))
+    y = torch.randint(0, 27, (64,), generator=torch.Generator().manual_seed(3))
+    results = []
+    for fold in (False, True):
+        torch.manual_seed(0)
+        net = build_network({**model, "fold_embedding": fold})  # training mode: batch statistics
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        results.append(
+            (
+                net(x).detach(),
+                dict(zip(dict(net.named_parameters()), torch.autograd.grad(loss, list(net.parameters())))),
+            )
+        )
+    (plain, plain_grads), (folded, folded_grads) = results
+    torch.testing.assert_close(folded, plain, rtol=0, atol=1e-5)
+    for key, grad in plain_grads.items():
+        torch.testing.assert_close(folded_grads[key], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_fold_of_what_does_not_start_embedding_flatten_linear_is_refused():
+    stack = L.build(
+        [{"layer": "embedding", "dim": 3}, {"layer": "tanh"}, {"layer": "flatten"}, {"layer": "linear"}], 27, 2
+    )
+    with pytest.raises(CharmlpError, match="fold_embedding"):
+        LayerNet(stack, 2, fold_embedding=True)

@@ -40,6 +40,7 @@ class Layer:
 
     kind: ClassVar[str] = ""
     keys: dict[str, str] = field(default_factory=dict, init=False)
+    name: str = field(default="", init=False)  # how diagnostics call its output: layers.4, or the MLP's h1
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Each parameter's and buffer's shape, by role."""
@@ -223,10 +224,18 @@ def bind(layers: Sequence[Layer], state: Mapping[str, Any]) -> list[tuple[Layer,
     return [(layer, {role: state[key] for role, key in layer.keys.items()}) for layer in layers]
 
 
-def forward(bound: Sequence[tuple[Layer, Mapping[str, Any]]], xp: Any, x: Any, training: bool = False) -> Any:
-    """The Sequential: each bound layer in turn."""
+def forward(
+    bound: Sequence[tuple[Layer, Mapping[str, Any]]],
+    xp: Any,
+    x: Any,
+    training: bool = False,
+    trace: list[tuple[Layer, Any]] | None = None,
+) -> Any:
+    """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output."""
     for layer, params in bound:
         x = layer.forward(xp, params, x, training)
+        if trace is not None:
+            trace.append((layer, x))
     return x
 
 
@@ -257,6 +266,7 @@ def build(specs: Sequence[Mapping[str, Any]], vocab_size: int, block_size: int) 
             raise CharmlpError(f"{where} ({spec['layer']}): sizes must be positive integers, got {spec}")
         shape = layer.out_shape(shape)
         layer.keys = {role: f"layers.{i}.{role}" for role in layer.shapes()}
+        layer.name = f"layers.{i}"
         layers.append(layer)
     if shape != Shape(None, vocab_size):
         raise CharmlpError(
@@ -301,7 +311,9 @@ def mlp(
         linear.keys = {"weight": f"W{i}", "bias": f"b{i}"}
         layers.append(linear)
         if i < len(widths) - 1:
-            layers += [Tanh(), Dropout(dropout)] if dropout else [Tanh()]
+            tanh = Tanh()
+            tanh.name = f"h{i}"  # the lecture's h: hidden layer i's activations
+            layers += [tanh, Dropout(dropout)] if dropout else [tanh]
     return layers
 
 
