@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from charmlp.datamodule import MinibatchSampler
+from charmlp.diagnostics import Diagnostics, Reading
+from charmlp.diagnostics import layout as diagnostics_layout
 from charmlp.errors import CharmlpError
 from charmlp.mlp import MLP, build_network
 
@@ -45,6 +48,7 @@ class CharMLPModule(L.LightningModule):
         fused_sgd: bool = True,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
+        diagnostics: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if updates_per_step < 1:
@@ -58,7 +62,7 @@ class CharMLPModule(L.LightningModule):
                 f"trainer.gradient_clip_algorithm must be norm or value, got {gradient_clip_algorithm!r}"
             )
         # plain containers only, so checkpoints load with torch.load(weights_only=True)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["diagnostics"])  # how a run is watched is not part of the model
         self.automatic_optimization = False
         self.mlp = build_network(dict(model))  # named mlp since the first checkpoints: any family's network
         self.updates_per_step = updates_per_step
@@ -69,6 +73,12 @@ class CharMLPModule(L.LightningModule):
         self._fused = False  # decided in on_fit_start, once the optimizer and strategy exist
         # Lightning refuses Trainer(gradient_clip_val) under manual optimization; the update clips itself
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        try:
+            self.diagnostics = Diagnostics(
+                **(diagnostics or {"every": 0}), clip_val=gradient_clip_val, clip_algorithm=gradient_clip_algorithm
+            )
+        except TypeError as err:  # +diagnostics.key=... that the group does not have
+            raise CharmlpError(f"diagnostics: {err}; see conf/diagnostics/default.yaml for its keys") from None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.mlp(idx)
@@ -98,7 +108,7 @@ class CharMLPModule(L.LightningModule):
         # hand-written gradients need one process at full precision (DDP and AMP hook into autograd)
         one_process_fp32 = self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
         # sgd_step_ applies each layer's gradient as soon as it has it: no global norm to clip by, so it steps aside
-        hand_written = isinstance(self.mlp, MLP) and not self.mlp.dropout  # the layer families train with autograd
+        hand_written = isinstance(self.mlp, MLP) and not (self.mlp.dropout or self.mlp.fold_embedding)  # else autograd
         self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and hand_written
         self._fused = self._fused and self.gradient_clip_val is None
         # one process at fp32 without clipping needs none of Lightning's per-update machinery (precision plugin,
@@ -113,6 +123,9 @@ class CharMLPModule(L.LightningModule):
             optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
 
     def on_train_start(self) -> None:
+        if self.diagnostics.every and self.trainer.is_global_zero:
+            for writer in self._tensorboards():
+                writer.add_custom_scalars(diagnostics_layout(self.diagnostics.saturated))
         if self.global_step % self.updates_per_step:
             # resumed from a stop mid Lightning step (max_steps not a multiple of updates_per_step). The next
             # step finishes that one, so count it as the same Lightning batch: validation (every k batches)
@@ -131,8 +144,13 @@ class CharMLPModule(L.LightningModule):
         update = self._fused_update if self._fused else self._lean_update if self._lean else self._autograd_update
         xs, ys = sampler.draw(todo)
         losses, first = [], self.global_step
-        for x, y in zip(xs, ys):
-            losses.append(update(optimizer, x, y))
+        due = self.diagnostics.due(first, todo) if trainer.is_global_zero else None
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            if i == due:  # read the network's health around this update, leaving it as it would be
+                with self.diagnostics.around(self.mlp, x, y, first + i + 1, trainer.precision_plugin.forward_context()):
+                    losses.append(update(optimizer, x, y))
+            else:
+                losses.append(update(optimizer, x, y))
             if scheduler is not None:
                 scheduler.step()
         self.updates_done += todo
@@ -147,6 +165,19 @@ class CharMLPModule(L.LightningModule):
         # puts every logged metric on the same x-axis as ours. Private (lightning 2.6): test_logged_axis pins it.
         trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step - 1
         self.log_scalars({"train/loss": losses.mean(), "lr": optimizer.param_groups[0]["lr"]})
+        if due is not None:
+            self._log_reading(self.diagnostics.last)
+
+    def _log_reading(self, reading: Reading) -> None:
+        self.log_scalars(reading.scalars, step=reading.step)
+        for writer in self._tensorboards():
+            for tag, values in reading.values.items():
+                writer.add_histogram(tag, values, global_step=reading.step)
+            for tag, image in reading.maps.items():
+                writer.add_image(tag, image, global_step=reading.step, dataformats="HW")
+
+    def _tensorboards(self) -> list[Any]:
+        return [logger.experiment for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
 
     def _average_running_stats(self) -> None:
         """Under DDP each rank's batch norm moves its running statistics with its own batches; their mean over the
@@ -239,13 +270,15 @@ class CharMLPModule(L.LightningModule):
         self.log(name, loss, logger=False, sync_dist=True)  # for checkpointing and the callbacks
         self.log_scalars({name: loss})
 
-    def log_scalars(self, metrics: Mapping[str, Any]) -> None:
-        """Write to the loggers against the number of updates (Lightning's own x-axis counts steps)."""
+    def log_scalars(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Write to the loggers against the number of updates (Lightning's own x-axis counts steps): `step`, or
+        the updates done."""
+        step = self.global_step if step is None else step
         values = {k: float(v) for k, v in metrics.items()}
         for k, v in values.items():
-            self.history[k].append((self.global_step, v))
+            self.history[k].append((step, v))
         for logger in self.loggers:
-            logger.log_metrics(values, step=self.global_step)
+            logger.log_metrics(values, step=step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # dropout draws from torch's global generator: keep it so a resumed run continues the same trajectory

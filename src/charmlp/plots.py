@@ -1,8 +1,9 @@
-"""The pictures of a run: the 2D map of the embedding table C, and the loss curves (the seed's log10 view)."""
+"""The pictures of a run: the 2D map of the embedding table C, the loss curves (the seed's log10 view), the
+network's diagnostics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from charmlp.diagnostics import Reading
 
 
 def embedding_2d(C: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:
@@ -173,4 +176,43 @@ def lr_find_figure(
     lr_axis.set_xlabel("learning rate")
     ax.legend(fontsize=9)
     ax.grid(True, alpha=0.3)
+    return fig
+
+
+def diagnostics_figure(reading: Reading, history: Mapping[str, Sequence[tuple[int, float]]]) -> Figure:
+    """makemore part 3's four pictures: the last reading's activation, activation-gradient and weight-gradient
+    histograms (one line per layer or weight), and every reading's update:data against updates, -3 dashed."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 8))
+    panels = fig.subplots(2, 2).ravel()
+    titles = (
+        ("diag/activations/", f"activations after each tanh (update {reading.step})"),
+        ("diag/act_grads/", "gradient at each tanh's output"),
+        ("diag/weight_grads/", "weight gradients"),
+    )
+    for ax, (prefix, title) in zip(panels, titles):
+        for tag, values in reading.values.items():
+            if not tag.startswith(prefix):
+                continue
+            name = tag[len(prefix) :]
+            counts, edges = np.histogram(values, bins=50, density=True)
+            label = f"{name}: mean {values.mean():+.2g}, std {values.std():.2g}"
+            saturation = reading.scalars.get(f"diag/saturation/{name}")
+            if prefix == "diag/activations/" and saturation is not None:
+                label += f", saturated {saturation:.1%}"
+            ax.plot((edges[:-1] + edges[1:]) / 2, counts, label=label)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    ax = panels[3]
+    for tag, points in history.items():
+        if tag.startswith("diag/update_data/") and points:
+            steps, values = zip(*points)
+            ax.plot(steps, values, ".-", label=tag.removeprefix("diag/update_data/"))
+    ax.axhline(-3, color="k", ls="--", lw=1, label="-3 (the lecture's guide)")
+    ax.set_title("update:data, log10 std(update) / std(weight)")
+    ax.set_xlabel("SGD update")
+    ax.legend(fontsize=8)
+    for ax in panels:
+        ax.grid(True, alpha=0.3)
     return fig

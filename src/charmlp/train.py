@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from charmlp import ddp
 from charmlp.callbacks import GracefulStop
@@ -29,7 +30,7 @@ from charmlp.datamodule import NamesDataModule, SplitBatches
 from charmlp.errors import CharmlpError, TrainingInterrupted
 from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import LayerNet
-from charmlp.plots import embedding_figure, loss_figure, save_figure
+from charmlp.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
 from charmlp.runs import resolve_ckpt_path
 from charmlp.sampling import Network, generate
 
@@ -152,6 +153,7 @@ def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharMLPModule:
         fused_sgd=cfg.fused_sgd,
         gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
+        diagnostics=to_plain(cfg.diagnostics) if cfg.get("diagnostics") else None,  # ~diagnostics: off
     )
 
 
@@ -223,12 +225,15 @@ def write_json(path: Path, data: dict) -> None:
 def report(
     module: CharMLPModule, datamodule: NamesDataModule, logger: Any, cfg: DictConfig, metrics: dict, run_dir: Path
 ) -> None:
-    """embedding.png, loss.png, and in TensorBoard: both images, C in the projector, samples, hparams."""
+    """embedding.png, loss.png, diagnostics.png, and in TensorBoard: the images, C in the projector, samples,
+    hparams."""
     labels = list(datamodule.vocab.itos)
     figures = {
         "embedding": embedding_figure(module.mlp.embedding, labels),
         "loss": loss_figure(module.history["train/loss"], module.history["val/loss"]),
     }
+    if module.diagnostics.last is not None:  # diagnostics on, and a reading taken in this process
+        figures["diagnostics"] = diagnostics_figure(module.diagnostics.last, module.history)
     images = {name: save_figure(fig, str(run_dir / f"{name}.png")) for name, fig in figures.items()}
     net = Network.from_state(
         module.hparams.model,
@@ -252,11 +257,38 @@ def log_hparams(writer: Any, cfg: DictConfig, metrics: dict) -> None:
     """HPARAMS tab entry tied to the val/loss, test/loss and train/loss series (no extra scalar points)."""
     from torch.utils.tensorboard.summary import hparams
 
-    params = {k: v for k, v in flatten(to_plain(cfg)).items() if not k.startswith(("paths.", "hydra."))}
-    params = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
-    exp, ssi, sei = hparams(params, {k: metrics[k] for k in ("val/loss", "test/loss", "train/loss")})
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    choices = dict(hydra.runtime.choices) if hydra else {}
+    overrides = list(hydra.overrides.task) if hydra else []
+    exp, ssi, sei = hparams(
+        knobs(cfg, choices, overrides), {k: metrics[k] for k in ("val/loss", "test/loss", "train/loss")}
+    )
     for summary in (exp, ssi, sei):
         writer.file_writer.add_summary(summary)
+
+
+KNOB_GROUPS = ("data", "model", "optimizer", "scheduler")
+NOT_KNOBS = ("data.eval_batch_size", "model.layers", "optimizer.fused")  # speed or structure, not results
+PLUMBING = ("hydra.", "paths.", "callbacks.", "logger.", "hparams_search")
+
+
+def knobs(cfg: DictConfig, choices: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """What a person sets or sweeps, for HPARAMS: the experiment and the group options chosen, the data, model,
+    optimizer and schedule values, max_steps, seed, and any other key the command line (or a sweep) set.
+    Targets, paths and callbacks stay out: they are the same in every run and crowd the table."""
+    params: dict[str, Any] = {g: choices[g] for g in ("experiment", *KNOB_GROUPS) if choices.get(g)}
+    for group in KNOB_GROUPS:
+        for key, value in flatten(to_plain(cfg.get(group) or {}), f"{group}.").items():
+            if not key.endswith("._target_") and key not in NOT_KNOBS:
+                params[key] = value
+    params["trainer.max_steps"], params["seed"] = cfg.trainer.max_steps, cfg.seed
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in params and not key.startswith(PLUMBING) and "=" in override:
+            value = OmegaConf.select(cfg, key, default=None)
+            if not isinstance(value, (DictConfig, ListConfig)) or key in choices:
+                params[key] = choices.get(key, value)
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in params.items()}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
