@@ -81,12 +81,13 @@ ROWS = all_pairs({name: list(values) for name, values in FACTORS.items()})
 FAMILY_FACTORS = {
     "experiment": {name: [f"experiment={name}"] for name in ("lecture_bn", "lecture_wavenet")},
     **{name: FACTORS[name] for name in ("optimizer", "scheduler", "precision", "dropout")},
+    "fold": {f: [f"model.fold_embedding={f}"] for f in ("false", "true")},  # experiment=best's MLP folds too
 }
 FAMILY_ROWS = all_pairs({name: list(values) for name, values in FAMILY_FACTORS.items()})
 
 
 def overrides(row: dict[str, str]) -> list[str]:
-    values = {name: FACTORS[name] | FAMILY_FACTORS.get(name, {}) for name in FACTORS}
+    values = {name: FACTORS.get(name, {}) | FAMILY_FACTORS.get(name, {}) for name in FACTORS | FAMILY_FACTORS}
     return [o for name, value in row.items() for o in values[name][value]] + TINY
 
 

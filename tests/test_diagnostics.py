@@ -124,8 +124,8 @@ def test_hparams_are_the_knobs_and_what_the_command_line_set(tmp_path):
     cfg = compose_cfg(tmp_path, "experiment=best", "threads=2", "trainer.precision=bf16-mixed")
     params = knobs(cfg, {"experiment": "best", "model": "mlp", "optimizer": "adamw"}, ["threads=2", "paths.log_dir=x"])
     assert params["experiment"] == "best" and params["optimizer"] == "adamw"
-    assert params["model.hidden_dim"] == 1024 and params["optimizer.weight_decay"] == 0.01
-    assert params["threads"] == 2 and params["trainer.max_steps"] == 10000
+    assert params["model.hidden_dim"] == 2048 and params["optimizer.weight_decay"] == 0.01
+    assert params["threads"] == 2 and params["trainer.max_steps"] == 20000
     assert "trainer.precision" not in params  # set, but not on this (stand-in) command line
     assert not [k for k in params if "_target_" in k or k.startswith(("paths.", "hydra.", "callbacks."))]
     assert len(params) <= 30

@@ -132,6 +132,21 @@ class Diagnostics:
             values[f"diag/weight_grads/{name}"] = g.cpu().numpy().ravel()
 
 
+def histogram(values: np.ndarray, bins: int = 64) -> dict[str, Any]:
+    """TensorBoard's histogram of `values` in `bins` equal buckets (SummaryWriter.add_histogram_raw's arguments):
+    add_histogram's own ~1,500 exponential buckets cost 3 ms a histogram, most of a reading on the lecture's MLP."""
+    counts, edges = np.histogram(values, bins=bins)
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "num": int(values.size),
+        "sum": float(values.sum()),
+        "sum_squares": float(np.dot(values, values)),
+        "bucket_limits": edges[1:].tolist(),
+        "bucket_counts": counts.tolist(),
+    }
+
+
 def layout(saturated: float) -> dict[str, dict[str, list]]:
     """TensorBoard's CUSTOM SCALARS tab: each quantity's layers on one chart, the lecture's pictures."""
     multiline = lambda *tags: ["Multiline", list(tags)]  # noqa: E731

@@ -15,7 +15,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from charmlp.datamodule import MinibatchSampler
-from charmlp.diagnostics import Diagnostics, Reading
+from charmlp.diagnostics import Diagnostics, Reading, histogram
 from charmlp.diagnostics import layout as diagnostics_layout
 from charmlp.errors import CharmlpError
 from charmlp.mlp import MLP, build_network
@@ -172,7 +172,7 @@ class CharMLPModule(L.LightningModule):
         self.log_scalars(reading.scalars, step=reading.step)
         for writer in self._tensorboards():
             for tag, values in reading.values.items():
-                writer.add_histogram(tag, values, global_step=reading.step)
+                writer.add_histogram_raw(tag, **histogram(values), global_step=reading.step)
             for tag, image in reading.maps.items():
                 writer.add_image(tag, image, global_step=reading.step, dataformats="HW")
 
