@@ -47,7 +47,7 @@ FACTORS: dict[str, dict[str, list[str]]] = {
 }
 # tiny and quick whatever the experiment says; the values every row shares
 TINY = ["model.hidden_dim=24", "data.batch_size=16", "data.eval_batch_size=4096", "threads=1"]
-TINY += ["updates_per_step=50", "trainer.val_check_interval=100"]
+TINY += ["updates_per_step=50", "trainer.val_check_interval=100", "diagnostics.every=70"]  # readings mid-step
 
 
 def all_pairs(factors: dict[str, list[str]]) -> list[dict[str, str]]:

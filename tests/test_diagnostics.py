@@ -186,3 +186,15 @@ def test_saturation_map_is_white_where_saturated():
     with diagnostics.around(net, torch.tensor([[0], [1], [2]]), torch.tensor([0, 0, 0]), 1, contextlib.nullcontext()):
         pass
     assert np.array_equal(diagnostics.last.maps["diag/saturation_map/h1"], [[0, 0], [255, 0], [255, 0]])
+
+
+def test_training_keeps_tensorflow_out_of_the_process():
+    """Where TensorFlow is installed, TensorBoard's writer would load it (a quarter slower training); the entry
+    switches TensorBoard to its stub, which this checks holds (it fails only on a machine with TensorFlow)."""
+    code = (
+        "from charmlp.entry import tensorboard_without_tensorflow; tensorboard_without_tensorflow(); "
+        "import sys, torch.utils.tensorboard; from tensorboard.compat import tf; "
+        "print(tf.__name__, 'tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["tensorboard.compat.tensorflow_stub", "False"]
