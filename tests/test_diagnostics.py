@@ -198,3 +198,12 @@ def test_training_keeps_tensorflow_out_of_the_process():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["tensorboard.compat.tensorflow_stub", "False"]
+
+
+def test_a_diverging_run_still_ends_with_its_nan_message(tmp_path):
+    """NaN weights from update 3 on: the readings of updates 4-50 skip the NaNs in their histograms, and the run
+    stops with the NaN message after its Lightning step (no histogram traceback)."""
+    args = ["optimizer=adamw", "optimizer.lr=1e30", "trainer.max_steps=200", "diagnostics.every=1", *SMALL]
+    result = run_script("train.py", *args, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert "the training loss became nan at update 3" in result.stderr

@@ -132,9 +132,13 @@ class Diagnostics:
             values[f"diag/weight_grads/{name}"] = g.cpu().numpy().ravel()
 
 
-def histogram(values: np.ndarray, bins: int = 64) -> dict[str, Any]:
+def histogram(values: np.ndarray, bins: int = 64) -> dict[str, Any] | None:
     """TensorBoard's histogram of `values` in `bins` equal buckets (SummaryWriter.add_histogram_raw's arguments):
-    add_histogram's own ~1,500 exponential buckets cost 3 ms a histogram, most of a reading on the lecture's MLP."""
+    add_histogram's own ~1,500 exponential buckets cost 3 ms a histogram, most of a reading on the lecture's MLP.
+    Non-finite values are left out (a diverging run still ends with its NaN message); None if nothing is left."""
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
     counts, edges = np.histogram(values, bins=bins)
     return {
         "min": float(values.min()),

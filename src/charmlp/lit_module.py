@@ -172,7 +172,8 @@ class CharMLPModule(L.LightningModule):
         self.log_scalars(reading.scalars, step=reading.step)
         for writer in self._tensorboards():
             for tag, values in reading.values.items():
-                writer.add_histogram_raw(tag, **histogram(values), global_step=reading.step)
+                if (buckets := histogram(values)) is not None:
+                    writer.add_histogram_raw(tag, **buckets, global_step=reading.step)
             for tag, image in reading.maps.items():
                 writer.add_image(tag, image, global_step=reading.step, dataformats="HW")
 

@@ -195,7 +195,9 @@ def diagnostics_figure(reading: Reading, history: Mapping[str, Sequence[tuple[in
         for tag, values in reading.values.items():
             if not tag.startswith(prefix):
                 continue
-            name = tag[len(prefix) :]
+            name, values = tag[len(prefix) :], values[np.isfinite(values)]
+            if not values.size:
+                continue
             counts, edges = np.histogram(values, bins=50, density=True)
             label = f"{name}: mean {values.mean():+.2g}, std {values.std():.2g}"
             saturation = reading.scalars.get(f"diag/saturation/{name}")
