@@ -11,3 +11,11 @@ class TrainingInterrupted(CharmlpError):
     """Ctrl-C or SIGTERM stopped training after a whole update; last.ckpt holds it."""
 
     exit_code = 130
+
+
+class Pruned(Exception):
+    """A sweep's pruner stopped this run at `update`; its best val/loss so far was `val_loss`."""
+
+    def __init__(self, update: int, val_loss: float) -> None:
+        super().__init__(f"pruned at update {update} (val/loss {val_loss:.4f})")
+        self.update, self.val_loss = update, val_loss

@@ -25,14 +25,30 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         metrics_file = job_dir / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {"error": "no metrics.json"}
         row.update({k: metrics.get(k, "") for k in LOSSES})
-        row["status"] = "failed: " + metrics["error"] if "error" in metrics else "ok"
+        row["pruned_at"] = metrics.get("pruned_at", "")
+        row["status"] = status(metrics)
         rows.append(row)
-    rows.sort(key=lambda r: r["val/loss"] if isinstance(r["val/loss"], float) else math.inf)
+    # finished runs by val/loss, then pruned ones (val/loss so far), then failed ones
+    rank = {"ok": 0, "pruned": 1}
+    rows.sort(key=lambda r: (rank.get(r["status"].split()[0], 2), _number(r["val/loss"])))
     return rows
 
 
+def status(metrics: dict[str, Any]) -> str:
+    """ok, pruned at update N (a sweep's pruner stopped it), or failed: why."""
+    if "error" in metrics:
+        return "failed: " + metrics["error"]
+    if "pruned_at" in metrics:
+        return f"pruned at update {metrics['pruned_at']}"
+    return "ok"
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, float) else math.inf
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    head = ["job", "overrides", *LOSSES, "status"]
+    head = ["job", "overrides", *LOSSES, "status"]  # pruned_at is in the status
     cell = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cell(r[h]) for h in head) + " |" for r in rows]
@@ -51,10 +67,8 @@ class SweepSummary(Callback):
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        failed = sum(r["status"] != "ok" for r in rows)
-        log.info(
-            "sweep summary (%s):\n%s%s",
-            sweep_dir / "summary.csv",
-            markdown(rows),
-            f"\n{failed} of {len(rows)} jobs failed" if failed else "",
-        )
+        failed = sum(r["status"].startswith("failed") for r in rows)
+        pruned = sum(r["status"].startswith("pruned") for r in rows)
+        counts = [f"{n} of {len(rows)} jobs {what}" for n, what in ((pruned, "pruned"), (failed, "failed")) if n]
+        tail = "".join(f"\n{c}" for c in counts)
+        log.info("sweep summary (%s):\n%s%s", sweep_dir / "summary.csv", markdown(rows), tail)

@@ -22,12 +22,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from charmlp import ddp
+from charmlp import ddp, pruning
 from charmlp.callbacks import GracefulStop
 from charmlp.checkpoint_io import AtomicCheckpointIO, atomic_write
 from charmlp.config import to_plain
 from charmlp.datamodule import NamesDataModule, SplitBatches
-from charmlp.errors import CharmlpError, TrainingInterrupted
+from charmlp.errors import CharmlpError, Pruned, TrainingInterrupted
 from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import LayerNet
 from charmlp.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> float:
         return run_lr_find(cfg, datamodule, module.mlp, instantiate(cfg.logger) if cfg.get("logger") else None)
     if cfg.mode != "train":
         raise CharmlpError(f"mode must be train or lr_find, got {cfg.mode!r}")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + pruning.callbacks()  # the latter: sweep trials
     logger = instantiate(cfg.logger) if cfg.get("logger") else False  # logger=null: no TensorBoard
     ddp.prepare_job()  # before the Trainer, which decides whether to launch child ranks
     trainer = build_trainer(cfg, callbacks, logger)
@@ -87,6 +87,9 @@ def run(cfg: DictConfig) -> float:
             f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. Resume with: "
             f"python train.py ckpt_path={last} (plus this run's overrides)"
         )
+    pruned_at = next((c.pruned_at for c in callbacks if isinstance(c, pruning.TrialReport)), None)
+    if pruned_at is not None:  # no test and no report: the sweep gave up on this run
+        raise pruned(trainer, float(checkpoint.best_model_score), fit_seconds, run_dir)
     if checkpoint.best_model_score is None:
         raise CharmlpError(
             f"nothing was trained: the run is already at update {trainer.global_step}; raise trainer.max_steps"
@@ -112,14 +115,30 @@ def run(cfg: DictConfig) -> float:
     return metrics["val/loss"]
 
 
+def pruned(trainer: L.Trainer, best_val: float, fit_seconds: float, run_dir: Path) -> Pruned:
+    """metrics.json of a pruned run says so (the update and its best val/loss), and the log says why it ends."""
+    update = trainer.global_step
+    log.info("pruned by the sweep at update %d (best val/loss %.4f): no test, no plots", update, best_val)
+    if trainer.is_global_zero:
+        write_json(
+            run_dir / "metrics.json",
+            {"pruned_at": update, "val/loss": best_val, "steps": update, "seconds": round(fit_seconds, 2)},
+        )
+    return Pruned(update, best_val)
+
+
 def torch_threads(wanted: int) -> int:
-    """`threads`, capped at this job's share of the cores when a launcher runs several jobs at once."""
+    """`threads`, capped at this job's share of the cores when a launcher (joblib) or the Optuna sweeper runs several
+    jobs at once."""
     if wanted < 1:
         raise CharmlpError(f"threads must be at least 1, got {wanted}")
     if not HydraConfig.initialized():
         return wanted
-    launcher = HydraConfig.get().launcher
-    parallel_jobs = launcher.get("n_jobs") if "joblib" in str(launcher.get("_target_", "")) else None
+    hydra = HydraConfig.get()
+    parallel_jobs = None
+    for plugin, name in ((hydra.launcher, "joblib"), (hydra.sweeper, "charmlp_optuna")):
+        if name in str(plugin.get("_target_", "")):
+            parallel_jobs = plugin.get("n_jobs")
     if not parallel_jobs:
         return wanted
     cores = os.cpu_count() or 1

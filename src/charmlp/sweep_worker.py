@@ -1,0 +1,128 @@
+"""One slot of the Optuna sweeper: a forked process that runs the trials it is sent, one after another.
+
+Each trial is a Hydra job run in this process exactly as Hydra's basic launcher runs one (its own config, run
+directory, log file and job callbacks). val/loss goes to the sweeper at every validation over the pipe, and the
+sweeper's answer says whether to prune. Torch and Lightning are imported once per slot, not once per trial.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import signal
+from contextlib import suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from hydra.core.utils import configure_log, run_job
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from charmlp import pruning
+from charmlp.errors import Pruned
+
+INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (TrainingInterrupted)
+
+
+@dataclass
+class Outcome:
+    """How a trial ended: state is complete, pruned, failed or interrupted."""
+
+    state: str
+    value: float | None = None  # val/loss (complete), or the best val/loss before pruning
+    update: int | None = None  # where a pruned trial stopped
+    reason: str = ""  # why a trial failed
+
+
+def serve(conn: Connection, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+    """The slot's loop: receive (trial number, overrides), run the trial, send ("done", Outcome); None ends it."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trials; a training run takes Ctrl-C itself (GracefulStop)
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # the sweeper is gone
+            return
+        if job is None:
+            return
+        number, overrides = job
+        outcome = run_trial(conn, hydra_context, task_function, config, number, overrides)
+        conn.send(("done", outcome))
+        if outcome.state == "interrupted":
+            return
+
+
+def run_trial(
+    conn: Connection,
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    config: DictConfig,
+    number: int,
+    overrides: list[str],
+) -> Outcome:
+    """One trial as a Hydra job (as BasicLauncher.launch runs each job), reporting to the sweeper."""
+    try:
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    except Exception as err:  # an override the config cannot take
+        return Outcome("failed", reason=f"{type(err).__name__}: {str(err).strip().splitlines()[0]}")
+    with open_dict(sweep_config):
+        sweep_config.hydra.job.id = number
+        sweep_config.hydra.job.num = number
+    run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    conn.send(("start", str(run_dir)))
+
+    def report(update: int, val_loss: float) -> bool:
+        conn.send(("report", update, val_loss))
+        return bool(conn.recv())
+
+    try:
+        with pruning.reporting_to(report):
+            ret = run_job(
+                hydra_context=hydra_context,
+                task_function=task_function,
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+        if isinstance(ret._return_value, Pruned):  # not through .return_value, which logs it as an error
+            return Outcome("pruned", ret._return_value.val_loss, ret._return_value.update)
+        value = ret.return_value  # raises what the job raised
+    except SystemExit as err:  # the job's own one-line exit: Ctrl-C (130) or an error it could not score
+        if err.code == INTERRUPTED:
+            return Outcome("interrupted", reason="interrupted: the sweep was stopped while it ran")
+        return _failed(run_dir, f"exited with code {err.code}")
+    except KeyboardInterrupt:  # a second Ctrl-C
+        return Outcome("interrupted", reason="interrupted: the sweep was stopped while it ran")
+    except Exception as err:  # a bug or an unexpected library error: the trial fails, the sweep goes on
+        return _failed(run_dir, f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
+    finally:
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)  # as the basic launcher does after a job
+    error = _recorded_error(run_dir)
+    if error is not None:  # the job scored a user error as inf and left the reason in metrics.json
+        return Outcome("failed", reason=error)
+    if value is None or not math.isfinite(float(value)):
+        return _failed(run_dir, f"val/loss is {value}")
+    return Outcome("complete", float(value))
+
+
+def _failed(run_dir: Path, reason: str) -> Outcome:
+    from charmlp.entry import record_failure
+
+    if run_dir.is_dir():
+        record_failure(run_dir, reason)
+    return Outcome("failed", reason=reason)
+
+
+def _recorded_error(run_dir: Path) -> str | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text()).get("error")
+    except (OSError, ValueError):
+        return None
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this slot when the sweeper process dies (kill -9 included), so no orphan trains on."""
+    with suppress(OSError, AttributeError):  # not Linux: the pipe's end still tells the slot at its next report
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
