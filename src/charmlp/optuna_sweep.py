@@ -132,6 +132,7 @@ class OptunaSweep:
             slots[ours] = process
             return ours
 
+        self._slots = slots  # for _request_stop
         idle = [start_slot() for _ in range(self.n_jobs)]
         running: dict[Connection, Any] = {}  # slot -> its optuna Trial
         previous = {s: signal.signal(s, self._request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -146,19 +147,17 @@ class OptunaSweep:
                     running[conn] = trial
                 if not running:
                     break
-                if self.stop_signal == signal.SIGTERM:  # a kill or a scheduler: pass it on to the running trials
-                    for conn in running:
-                        _signal(slots[conn], signal.SIGTERM)
-                    self.stop_signal = -signal.SIGTERM  # once
                 for conn in wait(list(running)):
                     trial = running[conn]
                     try:
                         message = conn.recv()
-                    except EOFError:  # the slot died (killed, out of memory): the trial fails, a new slot takes over
+                    except EOFError:  # the slot died: by the stop (queued again), or killed, out of memory (failed)
                         del running[conn], slots[conn]
+                        if self.stop_signal is not None:
+                            self._tell(study, trial, Outcome("interrupted", reason="stopped with the sweep"))
+                            continue
                         self._tell(study, trial, Outcome("failed", reason="its worker process died"))
-                        if self.stop_signal is None:
-                            idle.append(start_slot())
+                        idle.append(start_slot())
                         continue
                     if message[0] == "start":
                         trial.set_user_attr("run_dir", message[1])
@@ -180,15 +179,18 @@ class OptunaSweep:
                 with suppress(OSError):  # a slot that is gone
                     conn.send(None)
                 process.join()
-        if self.stop_signal is not None:
-            self.stop_signal = abs(self.stop_signal)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
-        """Ctrl-C (which the running trials get too) or SIGTERM: start no new trial, let the running ones stop."""
-        if self.stop_signal is None:
-            name = signal.Signals(signum).name
-            log.warning("%s: no new trials; the running ones stop after their current step", name)
-            self.stop_signal = signum
+        """Ctrl-C (which a terminal sends the slots too) or SIGTERM (which is passed on to them, as a scheduler or
+        `kill` sends it to this process alone): no new trials; the running ones stop after their current step,
+        with their last.ckpt, and are queued again for the next run of the sweep."""
+        if self.stop_signal is not None:
+            return
+        log.warning("%s: no new trials; the running ones stop after their current step", signal.Signals(signum).name)
+        self.stop_signal = signum
+        if signum == signal.SIGTERM:
+            for process in self._slots.values():
+                _signal(process, signal.SIGTERM)
 
     def _sampler(self, storage: Any) -> Any:
         """The configured sampler, its seed moved on by the trials the study already has: a continued sweep must

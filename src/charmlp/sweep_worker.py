@@ -20,9 +20,6 @@ from hydra.core.utils import configure_log, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from charmlp import pruning
-from charmlp.errors import Pruned
-
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (TrainingInterrupted)
 
 
@@ -76,6 +73,9 @@ def run_trial(
     def report(update: int, val_loss: float) -> bool:
         conn.send(("report", update, val_loss))
         return bool(conn.recv())
+
+    from charmlp import pruning  # Lightning: in the slot, not in the sweeper process, which only asks and tells
+    from charmlp.errors import Pruned
 
     try:
         with pruning.reporting_to(report):
