@@ -31,7 +31,8 @@ def callbacks() -> list[L.Callback]:
 
 
 class TrialReport(L.Callback):
-    """Reports val/loss after each validation (rank 0) and ends training there when the trial is to be pruned."""
+    """Reports val/loss after each validation and ends training there when the trial is to be pruned. Only the
+    sweep's slot process has one, so under DDP (ranks > 0 are processes of their own) it reports and never stops."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
@@ -41,8 +42,10 @@ class TrialReport(L.Callback):
         val = trainer.callback_metrics.get("val/loss")
         if trainer.sanity_checking or val is None:
             return
-        prune = self.reporter(trainer.global_step, float(val)) if trainer.is_global_zero else False
+        prune = self.reporter(trainer.global_step, float(val))
+        if trainer.world_size > 1:  # DDP: the ranks Lightning started have no link to the trial, so no collective
+            return  # to agree on a stop with: report only, never prune
         finished = trainer.global_step >= trainer.max_steps  # the last validation: the run is complete, not pruned
-        if trainer.strategy.broadcast(prune) and not finished:  # every rank stops at the same update
+        if prune and not finished:
             self.pruned_at = trainer.global_step
             trainer.should_stop = True
