@@ -5,9 +5,10 @@ import json
 import re
 import socket
 import subprocess
-import sys
+import threading
 import urllib.request
 from pathlib import Path
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
 import pytest
@@ -205,24 +206,27 @@ def test_the_sweep_leaves_optunas_plots_and_its_table(pruned_sweep):
 
 
 def test_optuna_dashboard_serves_the_study(pruned_sweep):
+    """The dashboard's own app, given the journal's path as the README's command line gives it, over real HTTP."""
+    from optuna_dashboard import wsgi
+
     sweep_dir, _ = pruned_sweep
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dashboard = [str(Path(sys.executable).parent / "optuna-dashboard"), str(sweep_dir / "optuna.journal")]
-    server = subprocess.Popen([*dashboard, "--host", "127.0.0.1", "--port", str(port)], stderr=subprocess.PIPE)
+    server = make_server("127.0.0.1", 0, wsgi(str(sweep_dir / "optuna.journal")), handler_class=QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        for line in server.stderr:  # it says when it listens
-            if b"Listening on" in line or b"Serving" in line or str(port).encode() in line:
-                break
-        api = f"http://127.0.0.1:{port}/api/studies"
+        api = f"http://127.0.0.1:{server.server_port}/api/studies"
         studies = json.load(urllib.request.urlopen(api, timeout=30))["study_summaries"]
         trials = json.load(urllib.request.urlopen(f"{api}/{studies[0]['study_id']}?after=0", timeout=30))["trials"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.shutdown()
+        thread.join()
     assert [s["study_name"] for s in studies] == ["charmlp"]
     assert sorted(t["state"] for t in trials) == sorted(t.state.name.title() for t in study_of(sweep_dir).trials)
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # no access log on stderr
+        pass
 
 
 def test_a_sweep_continues_its_study_without_running_a_finished_trial_again(tmp_path):
