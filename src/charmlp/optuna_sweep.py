@@ -23,7 +23,7 @@ import multiprocessing
 import os
 import signal
 import socket
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -221,9 +221,8 @@ class OptunaSweep:
     @contextmanager
     def _lock(self):
         """Across processes sharing a journal: one at a time counts the trials and asks for the next."""
-        if self.journal is None:
-            with nullcontext():
-                yield
+        if self.journal is None:  # an RDB: its own transactions, and no file to lock
+            yield
             return
         with open(self.journal, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -282,7 +281,8 @@ class OptunaSweep:
                 self._queue_again(study, trial.number, trial.params, trial.user_attrs.get("run_dir"))
 
     def _recover(self, study: Any) -> None:
-        """Trials left running by a sweep process of this machine that is gone: failed, and queued again."""
+        """Trials left running by a sweep process of this machine that is gone: counted if their run had written
+        its metrics.json (the sweep died before the tell), else failed and queued again with the same values."""
         from optuna.trial import TrialState
 
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
