@@ -36,17 +36,6 @@ def test_trainer_config_instantiates(tmp_path):
     assert trainer.max_steps == 10
 
 
-def test_slurm_launcher_config_composes():
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True
-        )
-    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
-    assert cfg.hydra.launcher.partition == "gpu" and cfg.hydra.launcher.gpus_per_node == 1
-
-
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
 def test_experiments_set_only_keys_every_option_of_a_group_has(experiment):
     # merged after the option a user picked, a key of one option lands in another (scheduler=onecycle got the step

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from tqdm import tqdm
 
+from charmlp import slurm
+
 
 class UpdateProgressBar(L.Callback):
     """Progress in SGD updates out of `trainer.max_steps` (Lightning's own bar counts steps), on stderr."""
@@ -57,7 +59,8 @@ class GracefulStop(L.Callback):
     step the ranks agree on it (one tiny reduce, only under DDP) and all of them stop after that same step (at
     most `updates_per_step` updates later) with every counter, the generator and the weights in step, so the
     checkpoint resumes exactly. A second signal to the same process aborts at once: KeyboardInterrupt,
-    Lightning's own shutdown, which also ends the other ranks.
+    Lightning's own shutdown, which also ends the other ranks. In a Slurm job USR1 and USR2 (the warning before a
+    time limit or a preemption) stop the same way, and the run then requeues the job (charmlp.slurm).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -73,8 +76,9 @@ class GracefulStop(L.Callback):
                 raise KeyboardInterrupt
             self.received = signum
 
+        signals = self.SIGNALS + (slurm.REQUEUE_SIGNALS if slurm.in_job() else ())
         try:
-            for sig in self.SIGNALS:
+            for sig in signals:
                 self._previous[sig] = signal.signal(sig, request_stop)
         except ValueError:  # not the main thread (e.g. some launchers): keep Lightning's handling
             self._previous.clear()
@@ -103,6 +107,11 @@ class GracefulStop(L.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    @property
+    def requeue(self) -> bool:
+        """Whether the ranks stopped for Slurm's warning signal, so the job should go back in the queue."""
+        return self.agreed in slurm.REQUEUE_SIGNALS
 
     @property
     def signal_name(self) -> str | None:

@@ -17,6 +17,25 @@ def register_resolvers(project_root: str | Path) -> None:
     OmegaConf.register_new_resolver("project_root", lambda: root, replace=True)
     # cached: Hydra copies the cache to every sweep job, so a sweep's jobs agree on their sweep directory
     OmegaConf.register_new_resolver("run_id", lambda: f"p{os.getpid()}", use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("slurm_tasks", slurm_tasks, replace=True)
+    OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
+
+
+def slurm_tasks(devices: Any) -> int:
+    """Slurm tasks per node for `trainer.devices`: one per device (Lightning takes each task as one rank)."""
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, (list, ListConfig)):
+        return len(devices)
+    if isinstance(devices, str) and devices.strip().isdigit() and int(devices) > 0:
+        return int(devices)
+    return 1  # "auto" or -1: Lightning decides in the job; one task
+
+
+def slurm_gpus(accelerator: Any, devices: Any) -> int | None:
+    """GPUs per node to ask Slurm for: one per task with a GPU trainer, none otherwise (a CPU-only cluster refuses
+    any GPU request)."""
+    return slurm_tasks(devices) if str(accelerator).lower() in ("gpu", "cuda") else None
 
 
 def to_plain(cfg: DictConfig | Any) -> Any:

@@ -61,7 +61,7 @@ def train_job(cfg: DictConfig) -> float:
 
         return run(cfg)
     except CharmlpError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}" if err.exit_code else str(err), file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN and err.exit_code == 2:
             log.error("job %s failed: %s", HydraConfig.get().job.num, err)
             record_failure(Path(HydraConfig.get().runtime.output_dir), str(err))

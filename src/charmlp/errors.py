@@ -13,6 +13,13 @@ class TrainingInterrupted(CharmlpError):
     exit_code = 130
 
 
+class Requeued(TrainingInterrupted):
+    """Slurm's warning signal stopped training after a whole update and the job is back in the queue: it resumes
+    from last.ckpt. Not a failure: the process ends without a result, so submitit waits for the next start."""
+
+    exit_code = 0
+
+
 class Pruned(Exception):
     """A sweep's pruner stopped this run at `update`; its best val/loss so far was `val_loss`."""
 

@@ -22,12 +22,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from charmlp import ddp, pruning
+from charmlp import ddp, pruning, slurm
 from charmlp.callbacks import GracefulStop
 from charmlp.checkpoint_io import AtomicCheckpointIO, atomic_write
 from charmlp.config import to_plain
 from charmlp.datamodule import NamesDataModule, SplitBatches
-from charmlp.errors import CharmlpError, Pruned, TrainingInterrupted
+from charmlp.errors import CharmlpError, Pruned, Requeued, TrainingInterrupted
 from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import LayerNet
 from charmlp.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> float:
     log.info("%s", describe(module.mlp))
     warn_slow_precision(trainer)
 
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
+    ckpt_path = slurm.resume_checkpoint(run_dir) or resolve_ckpt_path(cfg.ckpt_path)
     fit_started = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - fit_started
@@ -83,9 +83,11 @@ def run(cfg: DictConfig) -> float:
     checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     if stop.signal_name is not None:  # what every rank agreed on, so every rank stops here
         last = Path(checkpoint.dirpath) / "last.ckpt"
+        if stop.requeue:  # Slurm's warning: back in the queue, to resume from last.ckpt
+            slurm.requeue()
+            raise Requeued(f"{stop.signal_name} after update {trainer.global_step}: requeued; {last} holds it")
         raise TrainingInterrupted(
-            f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. Resume with: "
-            f"python train.py ckpt_path={last} (plus this run's overrides)"
+            f"{stop.signal_name} after update {trainer.global_step}; {last} holds it. {slurm.resume_hint(last)}"
         )
     pruned_at = next((c.pruned_at for c in callbacks if isinstance(c, pruning.TrialReport)), None)
     if pruned_at is not None:  # no test and no report: the sweep gave up on this run
@@ -197,7 +199,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:
             gradient_clip_algorithm=None,
             callbacks=callbacks,
             logger=logger,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(), *slurm.cluster_plugins()],
             default_root_dir=cfg.paths.output_dir,
             enable_checkpointing=True,
         )

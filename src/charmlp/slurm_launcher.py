@@ -1,0 +1,125 @@
+"""The work of hydra/launcher=slurm (the plugin class is hydra_plugins.charmlp_slurm): hydra-submitit-launcher's
+Slurm launcher, with what a real cluster needed.
+
+- A DDP job's tasks (srun starts `tasks_per_node` of them) all run the Hydra job; tasks other than rank 0 write no
+  files into the run directory (no .hydra/, no train.log: their log goes to submitit's per-task .err file).
+- Waiting for the jobs works on clusters without accounting storage: submitit asks `sacct`, which fails there on
+  every poll (and a job that ended without a result would be waited for forever); then `squeue` is asked instead,
+  and a job it no longer lists has ended.
+- A job that ends without a result (cancelled, out of time or memory, its node lost) is one failed row of the
+  sweep's summary instead of an exception that ends the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import OmegaConf, open_dict
+from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
+
+from charmlp.entry import record_failure
+
+log = logging.getLogger(__name__)
+
+
+class QueueWatcher(SlurmInfoWatcher):
+    """Job states from `squeue`, for a cluster without accounting (where `sacct` fails): a job that squeue no
+    longer lists has ended (it lists finished jobs, with their end state, for MinJobAge: 300 s by default)."""
+
+    def _make_command(self) -> list[str] | None:
+        if not self._registered - self._finished:
+            return None
+        return ["squeue", "--noheader", "--array", "--me", "--states=all", "--format=%i|%T|%N"]
+
+    def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
+        text = string.decode() if isinstance(string, bytes) else string
+        info = {}
+        for line in text.splitlines():
+            job_id, state, nodes = (line.strip().split("|") + ["", ""])[:3]
+            info[job_id] = {"JobID": job_id, "State": state, "NodeList": nodes}
+        for job_id in self._registered - self._finished - info.keys():
+            info[job_id] = {"JobID": job_id, "State": "ENDED", "NodeList": ""}  # any end: submitit reads its result
+        return info
+
+
+def has_accounting() -> bool:
+    """Whether `sacct` answers on this cluster (it needs accounting storage, slurmdbd)."""
+    try:
+        return subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def launch(
+    launcher: SubmititSlurmLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> Sequence[JobReturn]:
+    """hydra-submitit-launcher's launch (one array job, one task per sweep point), with the waiting above."""
+    import submitit
+
+    assert launcher.config is not None
+    params = dict(launcher.params)
+    executor = submitit.AutoExecutor(
+        cluster=launcher._EXECUTOR,
+        folder=params.pop("submitit_folder"),
+        slurm_max_num_timeout=params.pop("max_num_timeout"),
+    )
+    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in queue_keys else f"slurm_{k}": v for k, v in params.items()})
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
+    job_params = []
+    for num, overrides in enumerate(job_overrides, start=initial_job_idx):
+        log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+        job_params.append((list(overrides), "hydra.sweep.dir", num, f"job_id_for_{num}", Singleton.get_state()))
+    jobs = executor.map_array(launcher, *zip(*job_params))
+    log.info("Slurm jobs %s", " ".join(job.job_id for job in jobs))
+    returns = []
+    sacct_watcher = SlurmJob.watcher
+    if not has_accounting():  # for the jobs of this sweep, and a DDP job's tasks (one submitit job each)
+        SlurmJob.watcher = QueueWatcher(delay_s=5)
+    try:
+        for job, (overrides, _, num, _, _) in zip(jobs, job_params):
+            job.wait()  # its result file, or Slurm saying it ended
+            if _has_results(job):
+                returns.append(job.results()[0])
+            else:  # ended without a result (cancelled, out of time or memory): no Python was left to say why
+                state = job.watcher.get_state(job.job_id, mode="cache")
+                returns.append(
+                    failed(launcher, overrides, num, f"Slurm job {job.job_id} ended without a result ({state})")
+                )
+    finally:
+        SlurmJob.watcher = sacct_watcher
+    return returns
+
+
+def _has_results(job, grace_s: float = 3) -> bool:
+    """Whether every task of the job left its result file (a shared file system may show it a little late)."""
+    tasks = [job.task(i) for i in range(job.num_tasks)]
+    end = time.monotonic() + grace_s
+    while not all(task.paths.result_pickle.exists() for task in tasks):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def failed(launcher: SubmititSlurmLauncher, overrides: list[str], num: int, message: str) -> JobReturn:
+    """A job that ended without a result: metrics.json in its run directory says so (for the summary)."""
+    log.error("%s; its logs: %s", message, launcher.params["submitit_folder"])
+    config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides)
+    with open_dict(config.hydra.job):
+        config.hydra.job.num = num
+    run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_failure(run_dir, message)
+    return JobReturn(overrides=overrides, working_dir=str(run_dir), status=JobStatus.COMPLETED, _return_value=math.inf)
