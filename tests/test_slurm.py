@@ -146,6 +146,38 @@ def test_outside_slurm_the_user_signals_are_left_alone(monkeypatch):
         stop.on_train_end(SimpleNamespace(world_size=1, should_stop=False), None)
 
 
+def test_a_trial_job_reports_through_files_and_gets_the_sweeps_verdicts(tmp_path):
+    import threading
+
+    from charmlp.slurm_launcher import FileReporter, ReportRelay
+
+    heard = []
+
+    def sweeper(update, val_loss):  # prunes from update 200 on
+        heard.append((update, val_loss))
+        return update >= 200
+
+    relay = ReportRelay(tmp_path / "trial_3", sweeper)
+    reporter, verdicts = FileReporter(tmp_path / "trial_3"), []
+    job = threading.Thread(target=lambda: verdicts.extend(reporter(u, v) for u, v in ((100, 2.5), (200, 2.25))))
+    job.start()
+    while job.is_alive():
+        relay.answer()
+        job.join(0.05)
+    assert verdicts == [False, True] and heard == [(100, 2.5), (200, 2.25)]
+    assert (tmp_path / "trial_3" / "reports.jsonl").read_text() == "[100, 2.5]\n[200, 2.25]\n"
+    assert (tmp_path / "trial_3" / "verdicts").read_text() == "go\nprune\n"
+
+
+def test_a_pruned_run_comes_back_from_its_job_as_it_left():
+    import pickle
+
+    from charmlp.errors import Pruned
+
+    back = pickle.loads(pickle.dumps(Pruned(300, 2.5)))
+    assert (back.update, back.val_loss, str(back)) == (300, 2.5, "pruned at update 300 (val/loss 2.5000)")
+
+
 # ---- a real cluster ----------------------------------------------------------------------------------------------
 
 
@@ -329,3 +361,37 @@ def test_a_cancelled_job_is_a_failed_row_and_the_sweep_ends(cluster, tmp_path):
     assert sweep.returncode == 0, err[-2000:]
     (row,) = summary_rows(tmp_path)
     assert row["status"] == f"failed: Slurm job {job} ended without a result (CANCELLED)"
+
+
+@pytest.mark.slurm
+def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_and_prunes_them(cluster, tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    args = ["hparams_search=optuna", "hydra/launcher=slurm", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    args += ["optimizer.lr=choice(0.2, 0.00001)", "hydra.sweeper.pruner.n_startup_trials=1"]
+    args += ["hydra.sweeper.pruner.n_warmup_steps=0", "trainer.max_steps=300", *FAST, f"hydra.sweep.dir={tmp_path}"]
+    result = _train(cluster, "-m", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trials run as Slurm jobs, 2 at a time" in result.stderr
+    study = optuna.load_study(
+        study_name="charmlp",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))
+        ),
+    )
+    rows = {r["job"]: r for r in summary_rows(tmp_path)}
+    states = {t.state for t in study.trials}
+    assert len(study.trials) == 4 and TrialState.PRUNED in states and TrialState.COMPLETE in states
+    for trial in study.trials:
+        assert re.search(rf"trial {trial.number}: Slurm job \d+", result.stderr)
+        reports = (tmp_path / ".submitit" / f"trial_{trial.number}" / "reports.jsonl").read_text().splitlines()
+        assert [json.loads(line)[0] for line in reports] == sorted(trial.intermediate_values)  # every report relayed
+        row = rows[str(trial.number)]
+        if trial.state == TrialState.PRUNED:
+            update = max(trial.intermediate_values)
+            assert row["status"] == f"pruned at update {update}" and update < 300
+            assert "pruned by the sweep at update" in (tmp_path / str(trial.number) / "train.log").read_text()
+        else:
+            assert row["status"] == "ok" and sorted(trial.intermediate_values) == [100, 200, 300]
+            assert float(row["val/loss"]) == pytest.approx(trial.value)

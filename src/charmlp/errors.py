@@ -26,3 +26,6 @@ class Pruned(Exception):
     def __init__(self, update: int, val_loss: float) -> None:
         super().__init__(f"pruned at update {update} (val/loss {val_loss:.4f})")
         self.update, self.val_loss = update, val_loss
+
+    def __reduce__(self) -> tuple:  # pickled back from a Slurm job with its own arguments
+        return (Pruned, (self.update, self.val_loss))

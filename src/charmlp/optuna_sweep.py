@@ -31,7 +31,7 @@ from typing import Any
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from charmlp import search_space
+from charmlp import search_space, slurm
 from charmlp.errors import CharmlpError, TrainingInterrupted
 from charmlp.sweep_worker import Outcome, serve
 
@@ -87,7 +87,9 @@ class OptunaSweep:
         with self._lock():
             self._recover(study)
         launcher = str(self.config.hydra.launcher.get("_target_", ""))
-        if not launcher.endswith("BasicLauncher"):
+        if launcher == slurm.LAUNCHER:
+            log.info("trials run as Slurm jobs, %d at a time", self.n_jobs)
+        elif not launcher.endswith("BasicLauncher"):
             log.warning("hydra/launcher is not used by the Optuna sweeper: trials run in its own %d slots", self.n_jobs)
         log.info(
             "Optuna study %r in %s: %d of %d trials done; %s, %s, %d at a time. Watch it: optuna-dashboard %s",

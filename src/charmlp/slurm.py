@@ -18,12 +18,14 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from charmlp.errors import CharmlpError
 
 log = logging.getLogger("charmlp")
 
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # what a Slurm job gets ahead of its time limit or preemption
+LAUNCHER = "hydra_plugins.charmlp_slurm.slurm_launcher.SlurmLauncher"  # hydra/launcher=slurm
 
 
 def in_job() -> bool:
@@ -86,3 +88,14 @@ def requeue() -> None:
             "(is SLURM_CONF exported where the job was submitted, and the job requeueable?)"
         )
     log.info("requeued Slurm job %s: it resumes from last.ckpt when Slurm starts it again", job)
+
+
+def configured_launcher(config: Any, hydra_context: Any, task_function: Any) -> Any:
+    """The Slurm launcher when the sweep's config chooses it (the Optuna sweeper then submits its trials), else None."""
+    if str(config.hydra.launcher.get("_target_", "")) != LAUNCHER:
+        return None
+    from hydra.core.plugins import Plugins
+
+    return Plugins.instance().instantiate_launcher(
+        hydra_context=hydra_context, task_function=task_function, config=config
+    )

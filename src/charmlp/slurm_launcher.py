@@ -12,12 +12,15 @@ Slurm launcher, with what a real cluster needed.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -63,17 +66,8 @@ def launch(
     launcher: SubmititSlurmLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
 ) -> Sequence[JobReturn]:
     """hydra-submitit-launcher's launch (one array job, one task per sweep point), with the waiting above."""
-    import submitit
-
     assert launcher.config is not None
-    params = dict(launcher.params)
-    executor = submitit.AutoExecutor(
-        cluster=launcher._EXECUTOR,
-        folder=params.pop("submitit_folder"),
-        slurm_max_num_timeout=params.pop("max_num_timeout"),
-    )
-    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in queue_keys else f"slurm_{k}": v for k, v in params.items()})
+    executor = _executor(launcher)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
@@ -84,22 +78,46 @@ def launch(
     jobs = executor.map_array(launcher, *zip(*job_params))
     log.info("Slurm jobs %s", " ".join(job.job_id for job in jobs))
     returns = []
-    sacct_watcher = SlurmJob.watcher
-    if not has_accounting():  # for the jobs of this sweep, and a DDP job's tasks (one submitit job each)
-        SlurmJob.watcher = QueueWatcher(delay_s=5)
-    try:
+    with _watching():
         for job, (overrides, _, num, _, _) in zip(jobs, job_params):
             job.wait()  # its result file, or Slurm saying it ended
             if _has_results(job):
                 returns.append(job.results()[0])
             else:  # ended without a result (cancelled, out of time or memory): no Python was left to say why
-                state = job.watcher.get_state(job.job_id, mode="cache")
-                returns.append(
-                    failed(launcher, overrides, num, f"Slurm job {job.job_id} ended without a result ({state})")
-                )
+                returns.append(failed(launcher, overrides, num, _lost(job)))
+    return returns
+
+
+def _executor(launcher: SubmititSlurmLauncher) -> Any:
+    """submitit's Slurm executor with the launcher's parameters, as hydra-submitit-launcher builds it."""
+    import submitit
+
+    params = dict(launcher.params)
+    executor = submitit.AutoExecutor(
+        cluster=launcher._EXECUTOR,
+        folder=params.pop("submitit_folder"),
+        slurm_max_num_timeout=params.pop("max_num_timeout"),
+    )
+    queue_keys = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in queue_keys else f"slurm_{k}": v for k, v in params.items()})
+    return executor
+
+
+@contextmanager
+def _watching() -> Iterator[None]:
+    """Job states from squeue while waiting, where the cluster has no accounting (for every job and every task of
+    a DDP job, each a submitit job)."""
+    sacct_watcher = SlurmJob.watcher
+    if not has_accounting():
+        SlurmJob.watcher = QueueWatcher(delay_s=5)
+    try:
+        yield
     finally:
         SlurmJob.watcher = sacct_watcher
-    return returns
+
+
+def _lost(job: Any) -> str:
+    return f"Slurm job {job.job_id} ended without a result ({job.watcher.get_state(job.job_id, mode='cache')})"
 
 
 def _has_results(job, grace_s: float = 3) -> bool:
@@ -123,3 +141,120 @@ def failed(launcher: SubmititSlurmLauncher, overrides: list[str], num: int, mess
     run_dir.mkdir(parents=True, exist_ok=True)
     record_failure(run_dir, message)
     return JobReturn(overrides=overrides, working_dir=str(run_dir), status=JobStatus.COMPLETED, _return_value=math.inf)
+
+
+# ---- Optuna trials as Slurm jobs -----------------------------------------------------------------------------------
+# The Optuna sweeper's slots stay on the submitting machine and submit one Slurm job per trial. The trial's val/loss
+# reports and the sweeper's verdicts travel through two files in <sweep dir>/.submitit/trial_N/ (the sweep directory
+# is on a file system the nodes share): the job appends a report and waits for the verdict line the slot appends.
+
+
+class JobLost(Exception):
+    """A trial's Slurm job ended without a result."""
+
+
+class ReportingJob:
+    """What a trial's Slurm job runs: the launcher's job, with rank 0 reporting val/loss to the sweep."""
+
+    def __init__(self, launcher: SubmititSlurmLauncher, channel: str) -> None:
+        self.launcher, self.channel = launcher, channel
+
+    def __call__(self, *args: Any) -> JobReturn:
+        from charmlp import pruning, slurm
+
+        if slurm.global_rank() != 0:
+            return self.launcher(*args)
+        with pruning.reporting_to(FileReporter(Path(self.channel))):
+            return self.launcher(*args)
+
+    def checkpoint(self, *args: Any) -> Any:
+        """submitit's requeue at the time limit outside training: the same call again (training resumes itself)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args)
+
+
+class FileReporter:
+    """The trial's side: append `[update, val/loss]` to reports.jsonl, wait for its line in verdicts."""
+
+    def __init__(self, channel: Path, patience_s: float = 600) -> None:
+        self.channel, self.patience_s = channel, patience_s
+
+    def __call__(self, update: int, val_loss: float) -> bool:
+        with open(self.channel / "reports.jsonl", "a") as f:
+            f.write(json.dumps([update, val_loss]) + "\n")
+        sent = len(_lines(self.channel / "reports.jsonl"))  # a requeued job goes on counting
+        end = time.monotonic() + self.patience_s
+        while time.monotonic() < end:
+            verdicts = _lines(self.channel / "verdicts")
+            if len(verdicts) >= sent:
+                return verdicts[sent - 1] == "prune"
+            time.sleep(0.1)
+        log.warning("no verdict from the sweep in %.0f s: training on", self.patience_s)
+        return False
+
+
+class ReportRelay:
+    """The slot's side: each new report goes to the sweeper (`report`), its verdict back into verdicts."""
+
+    def __init__(self, channel: Path, report: Callable[[int, float], bool]) -> None:
+        self.channel, self.report, self.answered = channel, report, 0
+        channel.mkdir(parents=True, exist_ok=True)
+        for name in ("reports.jsonl", "verdicts"):
+            (channel / name).touch()
+
+    def answer(self) -> None:
+        for line in _lines(self.channel / "reports.jsonl")[self.answered :]:
+            update, val_loss = json.loads(line)
+            verdict = "prune" if self.report(int(update), float(val_loss)) else "go"
+            with open(self.channel / "verdicts", "a") as f:
+                f.write(verdict + "\n")
+            self.answered += 1
+
+
+def _lines(path: Path) -> list[str]:
+    """The complete (newline-ended) lines of a file another process appends to."""
+    try:
+        return path.read_text().split("\n")[:-1]
+    except OSError:
+        return []
+
+
+def run_trial_job(
+    launcher: SubmititSlurmLauncher, overrides: list[str], number: int, report: Callable[[int, float], bool]
+) -> JobReturn:
+    """One Optuna trial as a Slurm job, its reports relayed; Ctrl-C or SIGTERM to the slot cancels the job (which
+    stops after its step with last.ckpt) and raises KeyboardInterrupt."""
+    import signal
+
+    channel = Path(str(launcher.params["submitit_folder"])).parent / f"trial_{number}"
+    relay = ReportRelay(channel, report)
+    job = _executor(launcher).submit(
+        ReportingJob(launcher, str(channel)),
+        list(overrides),
+        "hydra.sweep.dir",
+        number,
+        f"job_id_for_{number}",
+        Singleton.get_state(),
+    )
+    log.info("trial %d: Slurm job %s", number, job.job_id)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _watching():
+            while not job.done():
+                relay.answer()
+                time.sleep(0.2)
+            relay.answer()
+            if not _has_results(job):
+                raise JobLost(_lost(job))
+            return job.results()[0]
+    except KeyboardInterrupt:
+        job.cancel(check=False)  # SIGTERM: the run stops after its step, with last.ckpt
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -15,10 +15,13 @@ from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from hydra.core.utils import configure_log, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
+
+from charmlp import slurm
 
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (TrainingInterrupted)
 
@@ -37,6 +40,7 @@ def serve(conn: Connection, hydra_context: HydraContext, task_function: TaskFunc
     """The slot's loop: receive (trial number, overrides), run the trial, send ("done", Outcome); None ends it."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trials; a training run takes Ctrl-C itself (GracefulStop)
+    on_slurm = slurm.configured_launcher(config, hydra_context, task_function)  # trials as Slurm jobs, if chosen
     while True:
         try:
             job = conn.recv()
@@ -45,7 +49,7 @@ def serve(conn: Connection, hydra_context: HydraContext, task_function: TaskFunc
         if job is None:
             return
         number, overrides = job
-        outcome = run_trial(conn, hydra_context, task_function, config, number, overrides)
+        outcome = run_trial(conn, hydra_context, task_function, config, number, overrides, on_slurm)
         conn.send(("done", outcome))
         if outcome.state == "interrupted":
             return
@@ -58,8 +62,10 @@ def run_trial(
     config: DictConfig,
     number: int,
     overrides: list[str],
+    on_slurm: Any = None,
 ) -> Outcome:
-    """One trial as a Hydra job (as BasicLauncher.launch runs each job), reporting to the sweeper."""
+    """One trial as a Hydra job (as BasicLauncher.launch runs each job; or as a Slurm job through `on_slurm`, the
+    Slurm launcher), reporting to the sweeper."""
     try:
         sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     except Exception as err:  # an override the config cannot take
@@ -78,14 +84,19 @@ def run_trial(
     from charmlp.errors import Pruned
 
     try:
-        with pruning.reporting_to(report):
-            ret = run_job(
-                hydra_context=hydra_context,
-                task_function=task_function,
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
+        if on_slurm is not None:
+            from charmlp.slurm_launcher import run_trial_job
+
+            ret = run_trial_job(on_slurm, list(overrides), number, report)
+        else:
+            with pruning.reporting_to(report):
+                ret = run_job(
+                    hydra_context=hydra_context,
+                    task_function=task_function,
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
         if isinstance(ret._return_value, Pruned):  # not through .return_value, which logs it as an error
             return Outcome("pruned", ret._return_value.val_loss, ret._return_value.update)
         value = ret.return_value  # raises what the job raised

@@ -39,6 +39,8 @@ log = logging.getLogger("charmlp")
 if logging.getLogger().hasHandlers():
     logging.getLogger("lightning").handlers.clear()
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # raised inside Lightning, not actionable here
+# on any machine with Slurm's tools, a run outside a job: what it means is in the README (Running on a Slurm cluster)
+warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 # adverts and hints that do not apply here (charmlp logs to TensorBoard; srun is only a hint when it is on PATH)
 NOISE = ("💡 Tip:", "The `srun` command is available on your system but is not used")
 
@@ -134,7 +136,7 @@ def torch_threads(wanted: int) -> int:
     jobs at once."""
     if wanted < 1:
         raise CharmlpError(f"threads must be at least 1, got {wanted}")
-    if not HydraConfig.initialized():
+    if not HydraConfig.initialized() or slurm.in_job():  # a Slurm job has the cores it asked for (cpus = threads)
         return wanted
     hydra = HydraConfig.get()
     parallel_jobs = None
