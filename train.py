@@ -44,11 +44,13 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank that Lightning started: no log file of its own
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("SLURM_PROCID", "0") != "0":
+        # a DDP rank that Lightning (or srun, in your own sbatch script) started: no files of its own
         from charmlp.ddp import child_rank_args
+        from charmlp.slurm import QUIET_RANK
 
         sys.argv[1:] = child_rank_args(sys.argv[1:])  # its rank 0's job only, not the whole sweep
-        sys.argv += ["hydra.job_logging.root.handlers=[console]", "~hydra.job_logging.handlers.file"]
+        sys.argv += QUIET_RANK
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its config errors instead of printing them and exiting 1
     try:
         check_group_choices(sys.argv[1:])

@@ -217,6 +217,13 @@ def _train(env, *args, background=False):
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def _slurm_sweep(env, sweep_dir, *args):
+    """A multirun on the cluster into sweep_dir; it must succeed."""
+    result = _train(env, "-m", "hydra/launcher=slurm", *args, f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def _slurm(env, *args) -> str:
     return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=60, check=True).stdout
 
@@ -254,16 +261,7 @@ def test_slurm_local_up_is_idempotent(cluster):
 
 @pytest.mark.slurm
 def test_a_sweep_runs_as_slurm_jobs_with_their_own_run_directories(cluster, tmp_path):
-    result = _train(
-        cluster,
-        "-m",
-        "hydra/launcher=slurm",
-        "model.hidden_dim=20,40",
-        "trainer.max_steps=100",
-        *FAST,
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = _slurm_sweep(cluster, tmp_path, "model.hidden_dim=20,40", "trainer.max_steps=100", *FAST)
     rows = summary_rows(tmp_path)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     for job in ("0", "1"):
@@ -277,16 +275,7 @@ def test_a_sweep_runs_as_slurm_jobs_with_their_own_run_directories(cluster, tmp_
 
 @pytest.mark.slurm
 def test_ddp_over_two_srun_tasks_writes_one_run_directory(cluster, tmp_path):
-    result = _train(
-        cluster,
-        "-m",
-        "hydra/launcher=slurm",
-        "trainer=ddp",
-        "trainer.max_steps=200",
-        *FAST,
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    _slurm_sweep(cluster, tmp_path, "trainer=ddp", "trainer.max_steps=200", *FAST)
     assert [r["status"] for r in summary_rows(tmp_path)] == ["ok"]
     assert [p.parent.name for p in tmp_path.rglob("metrics.json")] == ["0"]
     log = (tmp_path / "0" / "train.log").read_text()
@@ -295,6 +284,30 @@ def test_ddp_over_two_srun_tasks_writes_one_run_directory(cluster, tmp_path):
     assert "MEMBER: 2/2" in rank1  # Slurm's second task was rank 1: srun started it, not Lightning
     assert "srun" in next((tmp_path / ".submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --ntasks-per-node=2" in next((tmp_path / ".submitit").rglob("*_submission.sh")).read_text()
+
+
+@pytest.mark.slurm
+def test_your_own_sbatch_script_with_srun_runs_ddp_with_rank_zero_writing(cluster, tmp_path):
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n#SBATCH --ntasks-per-node=2\n#SBATCH --cpus-per-task=1\n"
+        f"#SBATCH --output={tmp_path}/slurm.out\n#SBATCH --error={tmp_path}/slurm.err\n"
+        f"srun {sys.executable} {ROOT / 'train.py'} trainer=ddp trainer.max_steps=200 {' '.join(FAST)} "
+        f"hydra.run.dir={tmp_path / 'run'}\n"
+    )
+    job = _slurm(cluster, "sbatch", "--parsable", str(script)).strip()
+    ended = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+
+    def end_state():
+        state = _slurm(cluster, "squeue", "-h", "--states=all", "-j", job, "-o", "%T").strip()
+        return state if state in ended else None
+
+    state = _wait_for(end_state, "the job to end")
+    assert state == "COMPLETED", (tmp_path / "slurm.err").read_text()[-2000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "MEMBER: 1/2" in log and "weights equal on 2 ranks" in log and "GLOBAL_RANK: 1" not in log
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "slurm.err").read_text()  # srun's second task, quiet
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 200
 
 
 def _interrupted(cluster, tmp_path, how, steps, *overrides):
@@ -368,11 +381,10 @@ def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_and_prunes_them(cluster, 
     import optuna
     from optuna.trial import TrialState
 
-    args = ["hparams_search=optuna", "hydra/launcher=slurm", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
     args += ["optimizer.lr=choice(0.2, 0.00001)", "hydra.sweeper.pruner.n_startup_trials=1"]
-    args += ["hydra.sweeper.pruner.n_warmup_steps=0", "trainer.max_steps=300", *FAST, f"hydra.sweep.dir={tmp_path}"]
-    result = _train(cluster, "-m", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
+    args += ["hydra.sweeper.pruner.n_warmup_steps=0", "trainer.max_steps=300", *FAST]
+    result = _slurm_sweep(cluster, tmp_path, *args)
     assert "trials run as Slurm jobs, 2 at a time" in result.stderr
     study = optuna.load_study(
         study_name="charmlp",

@@ -36,7 +36,7 @@ def child_rank_args(argv: list[str]) -> list[str]:
     if os.environ.get("LOCAL_RANK", "0") == "0" or not job:
         return argv
     job = json.loads(job)
-    return [*job["overrides"], f'hydra.run.dir="{job["dir"]}"', "hydra.output_subdir=null"]
+    return [*job["overrides"], f'hydra.run.dir="{job["dir"]}"']
 
 
 def prepare_job() -> None:

@@ -26,6 +26,12 @@ log = logging.getLogger("charmlp")
 
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # what a Slurm job gets ahead of its time limit or preemption
 LAUNCHER = "hydra_plugins.charmlp_slurm.slurm_launcher.SlurmLauncher"  # hydra/launcher=slurm
+# a DDP rank other than 0 (started by Lightning or by srun) runs its job logging to its stderr only, writing no files
+QUIET_RANK = [
+    "hydra.output_subdir=null",
+    "hydra.job_logging.root.handlers=[console]",
+    "~hydra.job_logging.handlers.file",
+]
 
 
 def in_job() -> bool:

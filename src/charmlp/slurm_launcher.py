@@ -8,6 +8,7 @@ Slurm launcher, with what a real cluster needed.
   and a job it no longer lists has ended.
 - A job that ends without a result (cancelled, out of time or memory, its node lost) is one failed row of the
   sweep's summary instead of an exception that ends the sweep.
+- The Optuna sweeper's slots submit their trials through it (`run_trial_job`, at the end).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Each trial is a Hydra job run in this process exactly as Hydra's basic launcher runs one (its own config, run
 directory, log file and job callbacks). val/loss goes to the sweeper at every validation over the pipe, and the
 sweeper's answer says whether to prune. Torch and Lightning are imported once per slot, not once per trial.
+With hydra/launcher=slurm the slot submits each trial as a Slurm job instead and relays its reports
+(charmlp.slurm_launcher.run_trial_job).
 """
 
 from __future__ import annotations

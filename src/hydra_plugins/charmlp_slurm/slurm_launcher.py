@@ -15,13 +15,6 @@ try:
 except ImportError:  # without the sweep extra there is no hydra/launcher=slurm to use this for
     SubmititSlurmLauncher = object  # type: ignore[assignment,misc]
 
-# a DDP task other than rank 0 runs the same job logging to its stderr only (submitit's .err file), writing no files
-QUIET_RANK = (
-    "hydra.output_subdir=null",
-    "hydra.job_logging.root.handlers=[console]",
-    "~hydra.job_logging.handlers.file",
-)
-
 
 class SlurmLauncher(SubmititSlurmLauncher):
     """hydra-submitit-launcher's, with DDP tasks that leave the run directory to rank 0, waiting that works without
@@ -31,7 +24,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state: dict
     ) -> JobReturn:
         """In the job, on every task srun started: rank 0 runs the Hydra job as usual, other ranks quietly."""
-        from charmlp.slurm import global_rank
+        from charmlp.slurm import QUIET_RANK, global_rank
 
         if global_rank() != 0:
             sweep_overrides = [*sweep_overrides, *QUIET_RANK]
