@@ -15,7 +15,9 @@ MUNGE_SOCKET=/run/munge/munge.socket.2
 
 fail() { echo "slurm_local.sh: $*" >&2; exit 1; }
 note() { echo "slurm_local.sh: $*" >&2; }
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() {  # pid file: its process runs, and is the daemon the file is named after (not a reused pid)
+    [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null && [[ $(cat "/proc/$(cat "$1")/comm" 2>/dev/null) == "$(basename "$1" .pid)" ]]
+}
 node_state() { SLURM_CONF=$CONF sinfo -h -o %T 2>/dev/null | head -1; }
 last_log_line() { tail -n 1 "$1" 2>/dev/null | sed 's/^\[[^]]*\] //'; }
 

@@ -77,12 +77,14 @@ def test_queue_watcher_reads_squeue_and_takes_a_job_it_no_longer_lists_as_ended(
     watcher = QueueWatcher()
     for job in ("7_0", "7_1", "8"):
         watcher.register_job(job)
-    info = watcher.read_info(b"7_0|RUNNING|vm\n7_1|PENDING|\n")
-    assert info["7_0"]["State"] == "RUNNING" and info["7_1"]["State"] == "PENDING"
+    watcher.register_job("9")
+    info = watcher.read_info(b"7_0|CONFIGURING|vm\n7_1|REQUEUE_HOLD|\n9|CANCELLED|vm\n")
+    assert info["7_0"]["State"] == "RUNNING" and info["7_1"]["State"] == "PENDING"  # states submitit knows
+    assert info["9"]["State"] == "CANCELLED"
     assert info["8"]["State"] == "ENDED"  # finished long enough ago that squeue forgot it
     watcher._info_dict.update(info)
     assert not watcher.is_done("7_0", mode="cache") and not watcher.is_done("7_1", mode="cache")
-    assert watcher.is_done("8", mode="cache")
+    assert watcher.is_done("8", mode="cache") and watcher.is_done("9", mode="cache")
 
 
 def test_a_requeued_job_resumes_from_its_own_last_checkpoint(tmp_path, monkeypatch):
@@ -118,6 +120,21 @@ def test_only_rank_zero_requeues_and_a_refusal_is_one_line(fake_scontrol, monkey
     with pytest.raises(CharmlpError, match=r"^could not requeue Slurm job 42: scontrol: error: Job is not requeueable"):
         slurm.requeue()
     assert fake_scontrol.read_text() == "requeue 42\n"
+
+
+def test_usr1_outside_training_requeues_as_submitits_usr2_does(monkeypatch):
+    monkeypatch.setattr(slurm, "in_job", lambda: True)
+
+    def submitits(signum, frame):  # stands for submitit's checkpoint-and-requeue handler
+        pass
+
+    before = {sig: signal.signal(sig, h) for sig, h in ((signal.SIGUSR1, signal.SIG_DFL), (signal.SIGUSR2, submitits))}
+    try:
+        slurm.warning_outside_training()
+        assert signal.getsignal(signal.SIGUSR1) is submitits
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGUSR2])
@@ -167,6 +184,16 @@ def test_a_trial_job_reports_through_files_and_gets_the_sweeps_verdicts(tmp_path
     assert verdicts == [False, True] and heard == [(100, 2.5), (200, 2.25)]
     assert (tmp_path / "trial_3" / "reports.jsonl").read_text() == "[100, 2.5]\n[200, 2.25]\n"
     assert (tmp_path / "trial_3" / "verdicts").read_text() == "go\nprune\n"
+
+
+def test_a_trial_job_whose_sweep_is_silent_trains_on_without_waiting_again(tmp_path):
+    from charmlp.slurm_launcher import FileReporter, ReportRelay
+
+    ReportRelay(tmp_path, lambda update, val: True)  # the files, but nobody answers
+    reporter = FileReporter(tmp_path, patience_s=0.3)
+    assert reporter(100, 2.5) is False and reporter.patience_s == 0
+    (tmp_path / "verdicts").write_text("go\nprune\n")  # a late sweep still counts
+    assert reporter(200, 2.4) is True
 
 
 def test_a_pruned_run_comes_back_from_its_job_as_it_left():
@@ -381,11 +408,12 @@ def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_and_prunes_them(cluster, 
     import optuna
     from optuna.trial import TrialState
 
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2"]
+    # one slot: the trials run one after another, so which are pruned does not depend on which job ends first
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1"]
     args += ["optimizer.lr=choice(0.2, 0.00001)", "hydra.sweeper.pruner.n_startup_trials=1"]
     args += ["hydra.sweeper.pruner.n_warmup_steps=0", "trainer.max_steps=300", *FAST]
     result = _slurm_sweep(cluster, tmp_path, *args)
-    assert "trials run as Slurm jobs, 2 at a time" in result.stderr
+    assert "trials run as Slurm jobs, 1 at a time" in result.stderr
     study = optuna.load_study(
         study_name="charmlp",
         storage=optuna.storages.JournalStorage(
@@ -394,7 +422,7 @@ def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_and_prunes_them(cluster, 
     )
     rows = {r["job"]: r for r in summary_rows(tmp_path)}
     states = {t.state for t in study.trials}
-    assert len(study.trials) == 4 and TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert len(study.trials) == 3 and TrialState.PRUNED in states and TrialState.COMPLETE in states
     for trial in study.trials:
         assert re.search(rf"trial {trial.number}: Slurm job \d+", result.stderr)
         reports = (tmp_path / ".submitit" / f"trial_{trial.number}" / "reports.jsonl").read_text().splitlines()

@@ -4,7 +4,8 @@ resume when Slurm starts the job again.
 Slurm warns a job before its time limit with the signal of `sbatch --signal` (submitit asks for USR2, 120 s ahead;
 `scancel --signal=USR1` is the other common one). Lightning's own auto-requeue (SLURMEnvironment(auto_requeue=True))
 saves `hpc_ckpt_N.ckpt` wherever the signal lands, possibly inside a Lightning step whose minibatches are already
-drawn, so its resume is not exact, and every rank that gets the signal runs `scontrol requeue` itself. Here the
+drawn, so its resume is not exact, and each rank's handler calls `scontrol`, which failed without SLURM_CONF in
+a rank's environment and hung the other ranks. Here the
 signal goes to charmlp's GracefulStop like Ctrl-C: all ranks stop after the same step, last.ckpt is written, rank 0
 alone requeues the job, and the job, started again in the same run directory, resumes from that last.ckpt. A job
 killed without warning (`scontrol requeue`, a node lost, SIGTERM at the time limit) resumes from its last.ckpt
@@ -63,7 +64,15 @@ def resume_checkpoint(run_dir: Path) -> str | None:
     """The checkpoint a requeued job continues from: its own run directory's last.ckpt, when Slurm has started it
     before and it got as far as one. Anything else (a first start, or no checkpoint yet) starts as configured."""
     last = run_dir / "checkpoints" / "last.ckpt"
-    if restarts() < 1 or not last.is_file():
+    if restarts() < 1:
+        return None
+    if not last.is_file():
+        log.warning(
+            "Slurm started job %s again, but %s has no checkpoints/last.ckpt: training from the start (a requeued "
+            "job resumes only when it runs in the same directory: a fixed hydra.run.dir, or a sweep's job)",
+            os.environ.get("SLURM_JOB_ID"),
+            run_dir,
+        )
         return None
     log.info("Slurm job %s, start %d: resuming from %s", os.environ.get("SLURM_JOB_ID"), restarts() + 1, last)
     return str(last)
@@ -75,6 +84,14 @@ def resume_hint(last: Path) -> str:
     if job is not None and in_job():
         return f"Slurm job {job} resumes from it when requeued (scontrol requeue {job})"
     return f"Resume with: python train.py ckpt_path={last} (plus this run's overrides)"
+
+
+def warning_outside_training() -> None:
+    """USR1 outside training (data setup, test, plots) does what submitit does with its USR2 there: requeue the job,
+    which then resumes from last.ckpt. Without this, USR1's default action ends the job with no requeue."""
+    handler = signal.getsignal(signal.SIGUSR2)
+    if callable(handler) and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL and in_job():
+        signal.signal(signal.SIGUSR1, handler)
 
 
 def requeue() -> None:

@@ -28,11 +28,30 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf, open_dict
+from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 from charmlp.entry import record_failure
 
 log = logging.getLogger(__name__)
+
+
+class JobLost(Exception):
+    """A Slurm job ended without a result (cancelled, out of time or memory, its node lost)."""
+
+
+# squeue's states of a job that is over (any other state: it may still run)
+ENDED = (
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+)
 
 
 class QueueWatcher(SlurmInfoWatcher):
@@ -49,6 +68,8 @@ class QueueWatcher(SlurmInfoWatcher):
         info = {}
         for line in text.splitlines():
             job_id, state, nodes = (line.strip().split("|") + ["", ""])[:3]
+            if state not in ENDED:  # CONFIGURING, SUSPENDED, REQUEUE_HOLD, ...: not over; submitit knows RUNNING
+                state = "PENDING" if state.startswith(("PENDING", "REQUEUE")) else "RUNNING"
             info[job_id] = {"JobID": job_id, "State": state, "NodeList": nodes}
         for job_id in self._registered - self._finished - info.keys():
             info[job_id] = {"JobID": job_id, "State": "ENDED", "NodeList": ""}  # any end: submitit reads its result
@@ -82,10 +103,10 @@ def launch(
     with _watching():
         for job, (overrides, _, num, _, _) in zip(jobs, job_params):
             job.wait()  # its result file, or Slurm saying it ended
-            if _has_results(job):
-                returns.append(job.results()[0])
-            else:  # ended without a result (cancelled, out of time or memory): no Python was left to say why
-                returns.append(failed(launcher, overrides, num, _lost(job)))
+            try:
+                returns.append(_result(job))
+            except (JobLost, FailedJobError) as err:  # the sweep goes on without it
+                returns.append(failed(launcher, overrides, num, str(err).strip().splitlines()[0]))
     return returns
 
 
@@ -117,19 +138,17 @@ def _watching() -> Iterator[None]:
         SlurmJob.watcher = sacct_watcher
 
 
-def _lost(job: Any) -> str:
-    return f"Slurm job {job.job_id} ended without a result ({job.watcher.get_state(job.job_id, mode='cache')})"
-
-
-def _has_results(job, grace_s: float = 3) -> bool:
-    """Whether every task of the job left its result file (a shared file system may show it a little late)."""
+def _result(job: Any, grace_s: float = 10) -> JobReturn:
+    """Rank 0's result of a job that has ended; JobLost when a task left none within `grace_s` (a shared file system
+    may show the file a little late), FailedJobError when the job failed outside the Hydra job."""
     tasks = [job.task(i) for i in range(job.num_tasks)]
     end = time.monotonic() + grace_s
     while not all(task.paths.result_pickle.exists() for task in tasks):
         if time.monotonic() > end:
-            return False
+            state = job.watcher.get_state(job.job_id, mode="cache")
+            raise JobLost(f"Slurm job {job.job_id} ended without a result ({state})")
         time.sleep(0.5)
-    return True
+    return job.results()[0]
 
 
 def failed(launcher: SubmititSlurmLauncher, overrides: list[str], num: int, message: str) -> JobReturn:
@@ -148,10 +167,6 @@ def failed(launcher: SubmititSlurmLauncher, overrides: list[str], num: int, mess
 # The Optuna sweeper's slots stay on the submitting machine and submit one Slurm job per trial. The trial's val/loss
 # reports and the sweeper's verdicts travel through two files in <sweep dir>/.submitit/trial_N/ (the sweep directory
 # is on a file system the nodes share): the job appends a report and waits for the verdict line the slot appends.
-
-
-class JobLost(Exception):
-    """A trial's Slurm job ended without a result."""
 
 
 class ReportingJob:
@@ -186,12 +201,16 @@ class FileReporter:
             f.write(json.dumps([update, val_loss]) + "\n")
         sent = len(_lines(self.channel / "reports.jsonl"))  # a requeued job goes on counting
         end = time.monotonic() + self.patience_s
-        while time.monotonic() < end:
+        while True:
             verdicts = _lines(self.channel / "verdicts")
             if len(verdicts) >= sent:
                 return verdicts[sent - 1] == "prune"
+            if time.monotonic() >= end:
+                break
             time.sleep(0.1)
-        log.warning("no verdict from the sweep in %.0f s: training on", self.patience_s)
+        if self.patience_s:
+            log.warning("no verdict from the sweep in %.0f s: training on without its verdicts", self.patience_s)
+            self.patience_s = 0  # the sweep is gone (or stuck): do not wait at every validation
         return False
 
 
@@ -250,11 +269,10 @@ def run_trial_job(
                 relay.answer()
                 time.sleep(0.2)
             relay.answer()
-            if not _has_results(job):
-                raise JobLost(_lost(job))
-            return job.results()[0]
-    except KeyboardInterrupt:
-        job.cancel(check=False)  # SIGTERM: the run stops after its step, with last.ckpt
+            return _result(job)
+    except BaseException:  # Ctrl-C, SIGTERM, the sweeper gone: no orphan trains on
+        if not job.done():
+            job.cancel(check=False)  # SIGTERM: the run stops after its step, with last.ckpt
         raise
     finally:
         for s, handler in previous.items():

@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> float:
     torch.set_num_threads(torch_threads(int(cfg.threads)))
     log.info("torch threads: %d", torch.get_num_threads())
     run_dir = Path(cfg.paths.output_dir)
+    slurm.warning_outside_training()
     L.seed_everything(cfg.seed, verbose=False)
 
     datamodule = build_datamodule(cfg)
