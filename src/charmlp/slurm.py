@@ -4,12 +4,11 @@ resume when Slurm starts the job again.
 Slurm warns a job before its time limit with the signal of `sbatch --signal` (submitit asks for USR2, 120 s ahead;
 `scancel --signal=USR1` is the other common one). Lightning's own auto-requeue (SLURMEnvironment(auto_requeue=True))
 saves `hpc_ckpt_N.ckpt` wherever the signal lands, possibly inside a Lightning step whose minibatches are already
-drawn, so its resume is not exact, and each rank's handler calls `scontrol`, which failed without SLURM_CONF in
-a rank's environment and hung the other ranks. Here the
-signal goes to charmlp's GracefulStop like Ctrl-C: all ranks stop after the same step, last.ckpt is written, rank 0
-alone requeues the job, and the job, started again in the same run directory, resumes from that last.ckpt. A job
-killed without warning (`scontrol requeue`, a node lost, SIGTERM at the time limit) resumes from its last.ckpt
-the same way.
+drawn, so its resume is not exact; and under DDP each rank's handler saves through the trainer (a barrier) from
+inside the signal handler, wherever that rank is, which hung a two-task job. Here the signal goes to charmlp's
+GracefulStop like Ctrl-C: all ranks stop after the same step, last.ckpt is written, rank 0 alone requeues the job,
+and the job, started again in the same run directory, resumes from that last.ckpt. A job killed without warning
+(`scontrol requeue`, a node lost, SIGTERM at the time limit) resumes from its last.ckpt the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ QUIET_RANK = [
 
 
 def in_job() -> bool:
-    """Whether this process is a task of a Slurm job step (srun), as Lightning's SLURMEnvironment decides it."""
+    """Whether this process runs in a Slurm job, as Lightning's SLURMEnvironment decides it (SLURM_NTASKS set and a
+    job name other than bash or interactive: srun's tasks, and a batch script's own step)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     return SLURMEnvironment.detect()
