@@ -364,7 +364,7 @@ LOSSES = ("train/loss", "val/loss", "test/loss", "steps")
 @pytest.mark.slurm
 @pytest.mark.parametrize("how", ["usr1", "requeue"])
 def test_an_interrupted_job_requeues_and_ends_as_if_never_interrupted(cluster, tmp_path, how):
-    ref, got, restarts, logs = _interrupted(cluster, tmp_path, how, 10000, "trainer.val_check_interval=1000")
+    ref, got, restarts, logs = _interrupted(cluster, tmp_path, how, 6000, "trainer.val_check_interval=1000")
     assert {k: got[k] for k in LOSSES} == {k: ref[k] for k in LOSSES}
     assert restarts == 1
     stopped = "SIGUSR1 after update" if how == "usr1" else "SIGTERM after update"  # scontrol requeue: no warning
@@ -375,7 +375,7 @@ def test_an_interrupted_job_requeues_and_ends_as_if_never_interrupted(cluster, t
 @pytest.mark.slurm
 def test_a_preempted_ddp_job_requeues_and_ends_as_if_never_interrupted(cluster, tmp_path):
     ref, got, restarts, logs = _interrupted(
-        cluster, tmp_path, "usr1", 3000, "trainer=ddp", "trainer.val_check_interval=500"
+        cluster, tmp_path, "usr1", 2000, "trainer=ddp", "trainer.val_check_interval=500"
     )
     assert {k: got[k] for k in LOSSES} == {k: ref[k] for k in LOSSES}
     assert restarts == 1 and "requeued Slurm job" in logs
@@ -409,7 +409,7 @@ def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_and_prunes_them(cluster, 
     from optuna.trial import TrialState
 
     # one slot: the trials run one after another, so which are pruned does not depend on which job ends first
-    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1"]
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
     args += ["optimizer.lr=choice(0.2, 0.00001)", "hydra.sweeper.pruner.n_startup_trials=1"]
     args += ["hydra.sweeper.pruner.n_warmup_steps=0", "trainer.max_steps=300", *FAST]
     result = _slurm_sweep(cluster, tmp_path, *args)
@@ -422,7 +422,7 @@ def test_an_optuna_sweep_runs_its_trials_as_slurm_jobs_and_prunes_them(cluster, 
     )
     rows = {r["job"]: r for r in summary_rows(tmp_path)}
     states = {t.state for t in study.trials}
-    assert len(study.trials) == 3 and TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert len(study.trials) == 2 and TrialState.PRUNED in states and TrialState.COMPLETE in states
     for trial in study.trials:
         assert re.search(rf"trial {trial.number}: Slurm job \d+", result.stderr)
         reports = (tmp_path / ".submitit" / f"trial_{trial.number}" / "reports.jsonl").read_text().splitlines()
