@@ -58,6 +58,9 @@ if __name__ == "__main__":
     except CharmlpError as err:  # raised while Hydra composes (e.g. an unknown experiment is Hydra's own)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except KeyboardInterrupt:  # Ctrl-C outside training (setup, test, plots): checkpoints and metrics.json stay
+        print("error: interrupted; the run directory keeps what was written (checkpoints/last.ckpt)", file=sys.stderr)
+        sys.exit(130)
     except (HydraException, OmegaConfBaseException) as err:  # a typo in a key, an unparsable override, ...
         print(f"error: {config_error_line(err, CONF)}", file=sys.stderr)
         sys.exit(2)

@@ -20,6 +20,7 @@ class TrainedModel:
     vocab: Vocabulary
     words: dict[str, list[str]]  # the train/val/test words it was trained and evaluated on
     path: Path
+    model: dict  # hyper_parameters.model: the config that rebuilds the network (in torch too: charmlp.evaluate)
 
 
 def load_trained(path: str | Path) -> TrainedModel:
@@ -46,7 +47,7 @@ def load_trained(path: str | Path) -> TrainedModel:
         raise CharmlpError(f"{path} is not a charmlp checkpoint: {err}") from None
     except READ_ERRORS as err:  # a safety net for whatever else a hostile file's objects do
         raise CharmlpError(f"{path} is not a charmlp checkpoint ({_reason(err)})") from None
-    return TrainedModel(net, vocab, words, path)
+    return TrainedModel(net, vocab, words, path, model)
 
 
 def _as_dict(data: Any, where: str) -> dict:

@@ -14,6 +14,7 @@ from charmlp.windows import SPLIT_NAMES, build_windows, check_fractions, split_w
 from charmlp.words import read_words
 
 log = logging.getLogger("charmlp")
+UNSEEN_SPLITS = ("val", "test")  # held-out splits whose loss is also given on unseen words alone
 
 
 class MinibatchSampler:
@@ -63,6 +64,7 @@ class NamesDataModule(L.LightningDataModule):
         split_seed: int = 42,
         seed: int = 0,
         eval_batch_size: int = 65536,
+        dedup: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -74,28 +76,36 @@ class NamesDataModule(L.LightningDataModule):
                 raise CharmlpError(f"{name} must be at least 1, got {value}")
         self.path, self.block_size, self.batch_size = str(path), block_size, batch_size
         self.splits, self.split_seed, self.seed = check_fractions(splits), split_seed, seed
-        self.eval_batch_size = eval_batch_size
+        self.eval_batch_size, self.dedup = eval_batch_size, bool(dedup)
         self.words: dict[str, list[str]] = {}
         self.windows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.vocab: Vocabulary | None = None
         self._generator: torch.Generator | None = None
-        self._generator_state: torch.Tensor | None = None
+        self._saved: dict | None = None  # a checkpoint's state, restored when the train loader starts
 
     def setup(self, stage: str | None = None) -> None:
         if self.vocab is not None:
             return
         words = read_words(self.path)
-        self.vocab = Vocabulary.from_words(words)  # from all the data, so val/test hold no unknown character
-        self.words = split_words(words, self.splits, self.split_seed)
-        self.windows = {name: build_windows(self.words[name], self.vocab, self.block_size) for name in SPLIT_NAMES}
+        if self.dedup:  # each word once (its first place in the file), so no val/test word is also a train word
+            words = list(dict.fromkeys(words))
+        vocab = Vocabulary.from_words(words)  # from all the data, so val/test hold no unknown character
+        self.use_split(vocab, split_words(words, self.splits, self.split_seed))
+
+    def use_split(self, vocab: Vocabulary, words: dict[str, list[str]]) -> None:
+        """The vocabulary and the train/val/test words to serve (setup's, or a checkpoint's own: eval.py), with
+        each held-out split's unseen words (not also training words: duplicates in the file) beside it."""
+        self.vocab, self.words = vocab, {name: list(words[name]) for name in SPLIT_NAMES}
+        for name in UNSEEN_SPLITS:
+            self.words[f"{name}_unseen"] = unseen_words(self.words[name], self.words["train"])
+        self.windows = {name: build_windows(ws, self.vocab, self.block_size) for name, ws in self.words.items()}
 
     def train_dataloader(self) -> Iterator[MinibatchSampler]:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         rank = self.trainer.global_rank if self.trainer is not None else 0
         X, Y = (t.to(device) for t in self.windows["train"])
         self._generator = torch.Generator(device=device).manual_seed(self.seed + rank)  # ranks draw apart
-        if self._generator_state is not None:
-            self.restore_generator(self._generator_state, device, rank)
+        self.restore_generator(device, rank)
         sampler = MinibatchSampler(X, Y, self.batch_size, self._generator)
         while True:
             yield sampler
@@ -107,19 +117,24 @@ class NamesDataModule(L.LightningDataModule):
         return self.split_batches("test")
 
     def split_batches(self, name: str) -> SplitBatches:
-        """Any split in evaluation batches (the train split too, for the final train loss)."""
+        """Any split in evaluation batches: train, val, test, or val_unseen / test_unseen."""
         return SplitBatches(*self.windows[name], self.eval_batch_size)
 
     def state_dict(self) -> dict:
         """The minibatch generator (for exact resume), plus the vocabulary and split words for sample.py."""
-        state = {"vocab": self.vocab.to_dict(), "words": {name: "\n".join(ws) for name, ws in self.words.items()}}
+        state = {
+            "vocab": self.vocab.to_dict(),
+            "words": {name: "\n".join(self.words[name]) for name in SPLIT_NAMES},
+            "recipe": {"block_size": self.block_size, "batch_size": self.batch_size, "seed": self.seed},
+        }
         if self._generator is not None:
             state["generator"] = self._generator.get_state()
+            state["world_size"], state["device_type"] = 1, self._generator.device.type
             if torch.distributed.is_available() and torch.distributed.is_initialized():
                 # every rank takes part in a save (rank 0 writes): keep each rank's generator for resume
                 states: list = [None] * torch.distributed.get_world_size()
                 torch.distributed.all_gather_object(states, state["generator"])
-                state["generators"] = states
+                state["generators"], state["world_size"] = states, len(states)
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -127,25 +142,46 @@ class NamesDataModule(L.LightningDataModule):
             raise CharmlpError(
                 f"the checkpoint was trained on other characters than {self.path} holds; resume with its own data.path"
             )
-        per_rank = state_dict.get("generators")
-        if per_rank and self.trainer is not None and len(per_rank) == self.trainer.world_size:
-            self._generator_state = per_rank[self.trainer.global_rank].clone()
-        else:
-            self._generator_state = state_dict.get("generator")
-        if self._generator is not None and self._generator_state is not None:
-            self.restore_generator(self._generator_state, self._generator.device, 0)
+        self._saved = state_dict
+        if self._generator is not None:  # loaded after the train loader started (not Lightning's order)
+            self.restore_generator(self._generator.device, self.trainer.global_rank if self.trainer else 0)
 
-    def restore_generator(self, state: torch.Tensor, device: torch.device, rank: int) -> None:
-        """Continue the saved minibatch sequence; a state from another device type (a GPU checkpoint
-        resumed on the CPU, or back) cannot be restored, so draw a new sequence seeded by seed, rank and step."""
-        try:
-            self._generator.set_state(state)
-        except RuntimeError:  # a CPU generator's state is 5056 bytes, a CUDA one's 16: no conversion exists
-            step = self.trainer.global_step if self.trainer is not None else 0
-            self._generator.manual_seed(hash((self.seed, rank, step)) & (2**63 - 1))
+    def restore_generator(self, device: torch.device, rank: int) -> None:
+        """Continue the saved minibatch stream of this rank. Where the checkpoint cannot say which stream this rank
+        had (another world size, or another device type, whose generator state has another form), every rank draws
+        a new stream seeded by data seed, rank and update, distinct per rank and the same on every such resume."""
+        saved = self._saved
+        if saved is None or saved.get("generator") is None:
+            return
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        per_rank = saved.get("generators") or [saved["generator"]]
+        saved_world = int(saved.get("world_size", len(per_rank)))
+        state = per_rank[rank] if saved_world == world_size and len(per_rank) == world_size else None
+        why = f"the checkpoint was written by {saved_world} process(es), this run has {world_size}"
+        if state is not None:
+            try:
+                self._generator.set_state(state)
+                return
+            except RuntimeError:  # a CPU generator's state is 5056 bytes, a CUDA one's 16: no conversion exists
+                why = f"the checkpoint's minibatch generator belongs to another device type than {device.type}"
+        step = self.trainer.global_step if self.trainer is not None else 0
+        self._generator.manual_seed(stream_seed(self.seed, rank, step))
+        if rank == 0:
             log.warning(
-                "the checkpoint's minibatch generator belongs to another device type than %s: "
-                "resuming with new random minibatches (seeded by data.seed, rank and step %d)",
-                device.type,
+                "%s: each rank resumes with new random minibatches (seeded by seed %d, its rank and update %d)",
+                why,
+                self.seed,
                 step,
             )
+
+
+def stream_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of rank `rank`'s minibatch stream when a resume cannot continue the saved one: distinct per rank and
+    update, the same for every resume of the same checkpoint (a tuple of ints hashes alike in every process)."""
+    return hash((seed, rank, step)) & (2**63 - 1)
+
+
+def unseen_words(words: Sequence[str], train: Sequence[str]) -> list[str]:
+    """The words of a held-out split that are not training words (~8% of a names list repeat, so some are)."""
+    seen = set(train)
+    return [w for w in words if w not in seen]

@@ -16,10 +16,12 @@ from omegaconf import DictConfig
 
 from charmlp.config import type_mistakes
 from charmlp.errors import CharmlpError
+from charmlp.resume import check_resume
 from charmlp.runs import resolve_ckpt_path
 from charmlp.words import check_readable
 
 log = logging.getLogger("charmlp")
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed_everything's range
 
 
 def record_failure(run_dir: Path, message: str) -> None:
@@ -37,8 +39,17 @@ def check_early(cfg: DictConfig) -> None:
     mistakes = type_mistakes(cfg, defaults)
     if mistakes:
         raise CharmlpError("; ".join(mistakes))
+    if not 0 <= int(cfg.seed) <= MAX_SEED:
+        raise CharmlpError(f"seed must be between 0 and {MAX_SEED}, got {cfg.seed}")
+    if cfg.trainer.get("fast_dev_run"):
+        raise CharmlpError(
+            "trainer.fast_dev_run is not supported: it turns off the checkpoints that the test and the results are "
+            "read from; for a quick try run trainer.max_steps=200 trainer.val_check_interval=100"
+        )
     check_readable(cfg.data.path)
-    resolve_ckpt_path(cfg.ckpt_path)
+    ckpt = resolve_ckpt_path(cfg.ckpt_path)
+    if ckpt is not None and hydra_cfg.mode == RunMode.MULTIRUN:  # a single run's: checked by charmlp.runs.RunPlacement
+        check_resume(cfg, ckpt)
 
 
 def tensorboard_without_tensorflow() -> None:

@@ -264,16 +264,26 @@ def build(specs: Sequence[Mapping[str, Any]], vocab_size: int, block_size: int) 
         sizes = [getattr(layer, "n", 1), *(d for dims in layer.shapes().values() for d in dims)]
         if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in sizes):
             raise CharmlpError(f"{where} ({spec['layer']}): sizes must be positive integers, got {spec}")
-        shape = layer.out_shape(shape)
+        try:
+            shape = layer.out_shape(shape)
+        except CharmlpError as err:
+            raise CharmlpError(f"{where}: {err}{_block_size_hint(specs, block_size)}") from None
         layer.keys = {role: f"layers.{i}.{role}" for role in layer.shapes()}
         layer.name = f"layers.{i}"
         layers.append(layer)
     if shape != Shape(None, vocab_size):
+        hint = _block_size_hint(specs, block_size) if shape.time else ""
         raise CharmlpError(
             f"model.layers end in {shape.time or 1} step(s) of {shape.channels}: the last layer must give "
-            f"{vocab_size} logits (one vector per example; end with a linear layer without `out`)"
+            f"{vocab_size} logits (one vector per example; end with a linear layer without `out`){hint}"
         )
     return layers
+
+
+def _block_size_hint(specs: Sequence[Mapping[str, Any]], block_size: int) -> str:
+    """For layers whose flattens join a fixed number of steps (a WaveNet's n=2 levels): the block size they fit."""
+    need = math.prod(int(s["n"]) for s in specs if s.get("layer") == "flatten" and isinstance(s.get("n"), int))
+    return f"; these layers join {need} time steps: set data.block_size={need} (it is {block_size})" if need > 1 else ""
 
 
 def _make(kind: str, args: dict[str, Any], shape: Shape, vocab_size: int, index: int) -> Layer:

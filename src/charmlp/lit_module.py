@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import shutil
+import time
 from collections import defaultdict
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -21,6 +25,9 @@ from charmlp.errors import CharmlpError
 from charmlp.mlp import MLP, build_network
 
 HISTORY_KEY = "loss_history"  # checkpoint entry: the logged curves, for loss.png after a resume
+SECONDS_KEY = "train_seconds"  # checkpoint entry: seconds of training up to this checkpoint, over every resume
+# TensorBoard's CUSTOM SCALARS tab opens on the loss: train and val on one chart
+LOSS_LAYOUT = {"loss": {"train/loss and val/loss (nats per character)": ["Multiline", ["train/loss", "val/loss"]]}}
 
 
 class NonFiniteLossError(CharmlpError):
@@ -69,6 +76,8 @@ class CharMLPModule(L.LightningModule):
         self._eval_sums: list[torch.Tensor] = []
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)  # for loss.png
         self.updates_done = 0  # in this process, for the updates/s figure
+        self.seconds_before = 0.0  # of training before this process, for a resumed run's total (the checkpoint's)
+        self._fit_started = time.perf_counter()
         self.fused_sgd = fused_sgd
         self._fused = False  # decided in on_fit_start, once the optimizer and strategy exist
         # Lightning refuses Trainer(gradient_clip_val) under manual optimization; the update clips itself
@@ -91,13 +100,14 @@ class CharMLPModule(L.LightningModule):
         if args.get("fused") and self.gradient_clip_val is not None and "mixed" in str(self.trainer.precision):
             # Lightning's mixed precision will not clip for an optimizer that unscales its own gradients (fused)
             args["fused"] = False
-        optimizer = instantiate(args, params=self.parameters(), _convert_="all")
+        optimizer = _instantiate("optimizer", args, params=self.parameters())
         if not hp.scheduler:
             return {"optimizer": optimizer}
-        scheduler = instantiate(dict(hp.scheduler), optimizer=optimizer, _convert_="all")
+        scheduler = _instantiate("scheduler", dict(hp.scheduler), optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
         optimizer = self.optimizers().optimizer
         group = optimizer.param_groups[0]
         plain_sgd = (
@@ -123,18 +133,20 @@ class CharMLPModule(L.LightningModule):
             optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
 
     def on_train_start(self) -> None:
-        if self.diagnostics.every and self.trainer.is_global_zero:
+        if self.trainer.is_global_zero:  # the loss chart first; the diagnostics' charts after it, when on
+            health = diagnostics_layout(self.diagnostics.saturated) if self.diagnostics.every else {}
+            layout = {**LOSS_LAYOUT, **health}
             for writer in self._tensorboards():
-                writer.add_custom_scalars(diagnostics_layout(self.diagnostics.saturated))
-        if self.global_step % self.updates_per_step:
-            # resumed from a stop mid Lightning step (max_steps not a multiple of updates_per_step). The next
-            # step finishes that one, so count it as the same Lightning batch: validation (every k batches)
-            # then lands on the same updates as in a run that never stopped. Lightning has no API for this.
-            progress = self.trainer.fit_loop.epoch_loop.batch_progress
-            for counter in (progress.total, progress.current):
-                counter.ready, counter.started, counter.processed, counter.completed = (
-                    max(n - 1, 0) for n in (counter.ready, counter.started, counter.processed, counter.completed)
-                )
+                writer.add_custom_scalars(layout)
+        # Lightning counts its batches (steps), and validates every val_check_interval // updates_per_step of them.
+        # A resume must count the updates done as batches of this run's updates_per_step: the checkpoint's count is
+        # in its own (another updates_per_step, or a stop mid step when max_steps is not a multiple of it, where the
+        # next step finishes that one). Then validation lands on the same updates as in a run that never stopped.
+        # Lightning has no API for this (private, lightning 2.6; test_resume pins it).
+        batches = self.global_step // self.updates_per_step
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress
+        for counter in (progress.total, progress.current):
+            counter.ready = counter.started = counter.processed = counter.completed = batches
 
     def training_step(self, sampler: MinibatchSampler, batch_idx: int) -> None:
         optimizer, scheduler, trainer = self.optimizers(), self.lr_schedulers(), self.trainer
@@ -286,6 +298,7 @@ class CharMLPModule(L.LightningModule):
         checkpoint["torch_rng_state"] = torch.get_rng_state()
         # the curves so far, so loss.png of a resumed run shows the whole run (plain lists: weights_only loads)
         checkpoint[HISTORY_KEY] = {name: [list(point) for point in points] for name, points in self.history.items()}
+        checkpoint[SECONDS_KEY] = self.seconds_before + time.perf_counter() - self._fit_started
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.trainer.state.fn != "fit":  # trainer.test(ckpt_path="best") reloads this run's own weights
@@ -295,33 +308,53 @@ class CharMLPModule(L.LightningModule):
             torch.set_rng_state(checkpoint["torch_rng_state"])
         saved = checkpoint.get(HISTORY_KEY, {})
         self.history = defaultdict(list, {name: [tuple(p) for p in points] for name, points in saved.items()})
+        self.seconds_before = float(checkpoint.get(SECONDS_KEY, 0.0))
+        for callback in self.trainer.checkpoint_callbacks:  # a resume into another directory takes its best along
+            state = checkpoint.get("callbacks", {}).get(callback.state_key)
+            if isinstance(state, dict) and state.get("dirpath") not in (None, callback.dirpath):
+                carry_over(state, str(callback.dirpath), copy=self.trainer.is_global_zero)
 
 
 def check_resumable(checkpoint: Mapping[str, Any], module: CharMLPModule) -> None:
-    """A checkpoint resumes only into the shapes, optimizer and schedule it was saved from; one line says why not."""
-    path, hparams, saved = module.trainer.ckpt_path, module.hparams, checkpoint.get("hyper_parameters", {})
+    """The weights must fit this network (charmlp.resume has compared the configs before training; this catches a
+    checkpoint whose weights do not match its own config)."""
     shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
     saved_shapes = {name: tuple(t.shape) for name, t in checkpoint.get("state_dict", {}).items()}
-    differ = [  # what the user can change: the config values behind the shapes, the optimizer's and schedule's type
-        f"{group}.{key}={saved[group].get(key)} (this run: {hparams[group].get(key)})"
-        for group in ("model", "optimizer", "scheduler")
-        if isinstance(saved.get(group), Mapping) and isinstance(hparams.get(group), Mapping)
-        for key in (sorted(set(saved[group]) | set(hparams[group])) if group == "model" else ["_target_"])
-        if saved[group].get(key) != hparams[group].get(key)
-        and (group != "model" or saved_shapes != shapes)  # dropout or init may change on resume
-    ]
-    if differ or saved_shapes != shapes:
+    if saved_shapes != shapes:
         raise CharmlpError(
-            f"checkpoint {path} does not fit this config: it has {', '.join(differ) or 'other weight shapes'}; "
-            "resume with the overrides of the run that wrote it (its .hydra/overrides.yaml), or start a new run "
-            "without ckpt_path"
+            f"checkpoint {module.trainer.ckpt_path} does not fit this config: it has other weight shapes; resume "
+            "with the overrides of the run that wrote it (its .hydra/overrides.yaml), or start a new run without "
+            "ckpt_path"
         )
-    max_steps = module.trainer.max_steps
-    planned = [s.get("total_steps") for s in checkpoint.get("lr_schedulers", []) if isinstance(s, Mapping)]
-    planned = [n for n in planned if isinstance(n, int)]
-    if planned and max_steps > min(planned):  # a one-cycle schedule ends at its planned total and cannot go on
-        raise CharmlpError(
-            f"checkpoint {path} follows a schedule planned for {min(planned)} updates, which cannot be extended to "
-            f"trainer.max_steps={max_steps}; resume with trainer.max_steps<={min(planned)}, or train a new run "
-            f"with trainer.max_steps={max_steps}"
-        )
+
+
+def carry_over(state: dict[str, Any], dirpath: str, copy: bool) -> None:
+    """A ModelCheckpoint's saved state, moved to `dirpath` with its files (best.ckpt, last.ckpt) copied there:
+    Lightning would otherwise forget the best score when the directory changes (and warn on every rank), so the new
+    directory's best.ckpt would cover only the part after the resume."""
+    old = str(state["dirpath"])
+    moved = lambda p: str(Path(dirpath) / Path(p).name) if p and str(Path(p).parent) == old else p  # noqa: E731
+    paths = [p for p in (state.get("best_model_path"), state.get("last_model_path")) if p]
+    if any(str(Path(p).parent) == old and not Path(p).is_file() for p in paths):
+        return  # the files are not there to take along: Lightning starts the directory's bookkeeping afresh
+    if copy:
+        Path(dirpath).mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            if str(Path(p).parent) == old and not Path(moved(p)).exists():
+                shutil.copy2(p, moved(p))
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = moved(state[key])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+    state["dirpath"] = dirpath
+
+
+def _instantiate(group: str, args: dict[str, Any], **kwargs: Any) -> Any:
+    """An optimizer or schedule from its config; a value torch refuses (weight_decay=-0.1) is one line naming it."""
+    try:
+        return instantiate(args, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise CharmlpError(f"{group}={str(args.get('_target_', '')).rsplit('.', 1)[-1]}: {reason}") from None

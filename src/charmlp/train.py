@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -26,8 +27,9 @@ from charmlp import ddp, pruning, slurm
 from charmlp.callbacks import GracefulStop
 from charmlp.checkpoint_io import AtomicCheckpointIO, atomic_write
 from charmlp.config import to_plain
-from charmlp.datamodule import NamesDataModule, SplitBatches
+from charmlp.datamodule import NamesDataModule
 from charmlp.errors import CharmlpError, Pruned, Requeued, TrainingInterrupted
+from charmlp.evaluate import split_loss, unseen_metrics
 from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import LayerNet
 from charmlp.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
@@ -78,11 +80,21 @@ def run(cfg: DictConfig) -> float:
     warn_slow_precision(trainer)
 
     ckpt_path = slurm.resume_checkpoint(run_dir) or resolve_ckpt_path(cfg.ckpt_path)
+    if ckpt_path is not None:
+        log.info("resuming from %s", ckpt_path)
+    stop = next(c for c in callbacks if isinstance(c, GracefulStop))
     fit_started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's answer to a second Ctrl-C (KeyboardInterrupt inside fit): exit(1)
+        if stop.received is None:
+            raise
+        raise TrainingInterrupted(
+            f"{signal.Signals(stop.received).name} twice: stopped at once, in update {trainer.global_step}; "
+            f"{run_dir / 'checkpoints' / 'last.ckpt'} holds the last validation. {slurm.resume_hint(run_dir)}"
+        ) from None
     fit_seconds = time.perf_counter() - fit_started
     ddp.after_fit(trainer)
-    stop = next(c for c in callbacks if isinstance(c, GracefulStop))
     checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     if stop.signal_name is not None:  # what every rank agreed on, so every rank stops here
         last = Path(checkpoint.dirpath) / "last.ckpt"
@@ -99,24 +111,25 @@ def run(cfg: DictConfig) -> float:
         raise CharmlpError(
             f"nothing was trained: the run is already at update {trainer.global_step}; raise trainer.max_steps"
         )
-    trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)  # every rank: it is collective
+    # the best checkpoint by its path: "best" warns when there are two ModelCheckpoints (best.ckpt and last.ckpt)
+    trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path, verbose=False)  # collective
     if not trainer.is_global_zero:  # under DDP only rank 0 reports and writes files
         return float(checkpoint.best_model_score)
-    test_loss = float(trainer.callback_metrics["test/loss"])
     metrics = {
         "train/loss": split_loss(module.mlp, datamodule.split_batches("train")),
         "val/loss": float(checkpoint.best_model_score),
-        "test/loss": test_loss,
+        "test/loss": float(trainer.callback_metrics["test/loss"]),
     }
     metrics["train_val_gap"] = metrics["val/loss"] - metrics["train/loss"]
+    metrics.update(unseen_metrics(module.mlp, datamodule))  # on the best checkpoint's weights, as the test
     metrics.update(
-        steps=trainer.global_step,
-        seconds=round(fit_seconds, 2),
-        updates_per_second=round(module.updates_done / max(fit_seconds, 1e-9), 1),
+        steps=trainer.global_step,  # of the whole run, a resumed one included
+        seconds=round(module.seconds_before + fit_seconds, 2),
+        updates_per_second=round(module.updates_done / max(fit_seconds, 1e-9), 1),  # this process's
     )
     write_json(run_dir / "metrics.json", metrics)
     report(module, datamodule, logger, cfg, metrics, run_dir)
-    print_table(metrics, run_dir, time.perf_counter() - started)
+    print_table(metrics, run_dir, module.updates_done, fit_seconds, time.perf_counter() - started)
     return metrics["val/loss"]
 
 
@@ -161,6 +174,7 @@ def build_datamodule(cfg: DictConfig) -> NamesDataModule:
         split_seed=d.split_seed,
         seed=cfg.seed,
         eval_batch_size=d.eval_batch_size,
+        dedup=d.get("dedup", False),
     )
     datamodule.setup("fit")  # the vocabulary size decides the model's shape
     return datamodule
@@ -227,19 +241,6 @@ def warn_slow_precision(trainer: L.Trainer) -> None:
             "it is for GPUs",
             trainer.precision,
         )
-
-
-@torch.no_grad()
-def split_loss(model: LayerNet, batches: SplitBatches) -> float:
-    """Cross-entropy over every example of a split, on the model's device."""
-    model.eval()
-    device = model.embedding.device
-    total, count = 0.0, 0
-    for x, y in batches:
-        logits = model(x.to(device)).float()  # summed in float32 whatever the training precision
-        total += float(torch.nn.functional.cross_entropy(logits, y.to(device), reduction="sum"))
-        count += len(y)
-    return total / count
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -324,10 +325,21 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def print_table(metrics: dict, run_dir: Path, seconds: float) -> None:
-    rows = [(name, metrics[f"{name}/loss"]) for name in ("train", "val", "test")]
-    lines = [f"{'split':<6} {'loss':>7}"] + [f"{n:<6} {v:>7.4f}" for n, v in rows]
+def print_table(metrics: dict, run_dir: Path, updates: int, fit_seconds: float, seconds: float) -> None:
+    """The end-of-run table on stderr: each split's loss (and on its unseen words), the gap, the time."""
+    lines = [f"{'split':<6} {'loss':>7}  {'unseen':>7}  (words not in train)"]
+    for name in ("train", "val", "test"):
+        unseen = metrics.get(f"{name}/loss_unseen")
+        extra = "" if name == "train" else f"  {_cell(unseen)}  ({metrics[f'{name}/words_unseen']:,} of "
+        extra += "" if name == "train" else f"{metrics[f'{name}/words']:,} words)"
+        lines.append(f"{name:<6} {metrics[f'{name}/loss']:>7.4f}{extra}")
     lines.append(f"{'gap':<6} {metrics['train_val_gap']:>7.4f}  (val - train)")
-    lines.append(f"{metrics['steps']} updates in {metrics['seconds']:.1f} s of training, {seconds:.1f} s in all")
+    whole = f" (the whole run: {metrics['steps']} updates, {metrics['seconds']:.1f} s)"
+    run = whole if updates != metrics["steps"] else ""
+    lines.append(f"{updates} updates in {fit_seconds:.1f} s of training{run}, {seconds:.1f} s in all")
     lines.append(f"run directory: {run_dir}")
     print("\n".join(lines), file=sys.stderr)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:>7.4f}" if value is not None else f"{'-':>7}"
