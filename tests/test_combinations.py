@@ -24,7 +24,7 @@ from .conftest import ROOT, compose_cfg, run_script
 
 # factor -> its values, each a list of overrides; the first value of each factor is the default
 FACTORS: dict[str, dict[str, list[str]]] = {
-    "experiment": {name: [f"experiment={name}"] for name in ("lecture", "bigger_hidden", "bigger_embedding", "best")},
+    "experiment": {name: [f"experiment={name}"] for name in ("lecture", "bigger_hidden", "best")},
     "optimizer": {"sgd": ["optimizer=sgd"], "adamw": ["optimizer=adamw"]},
     "scheduler": {
         # a milestone inside the run, and a one-cycle planned past the first run's end so that the resume fits

@@ -171,6 +171,8 @@ def test_a_real_tensorboard_serves_every_kind_of_tag(tmp_path):
         layout = get(f"{url}/data/plugin/custom_scalars/layout")
         charts = {tag for c in layout["category"] for chart in c["chart"] for tag in chart["multiline"]["tag"]}
         assert {r"diag/saturation/.*", r"diag/act_std/.*", r"diag/grad_data/.*", r"diag/update_data/.*"} <= charts
+        first = layout["category"][0]["chart"][0]  # the tab opens on the loss: train and val on one chart
+        assert layout["category"][0]["title"] == "loss" and first["multiline"]["tag"] == ["train/loss", "val/loss"]
         experiment = get(f"{url}/data/plugin/hparams/experiment", b'{"experimentName": ""}')
         names = {h["name"] for h in experiment["hparamInfos"]}
         assert {"model.hidden_dim", "optimizer.lr", "trainer.max_steps", "seed"} <= names and len(names) <= 30

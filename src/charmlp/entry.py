@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from charmlp.config import type_mistakes
 from charmlp.errors import CharmlpError
-from charmlp.resume import check_resume
 from charmlp.runs import resolve_ckpt_path
 from charmlp.words import check_readable
 
@@ -47,9 +46,7 @@ def check_early(cfg: DictConfig) -> None:
             "read from; for a quick try run trainer.max_steps=200 trainer.val_check_interval=100"
         )
     check_readable(cfg.data.path)
-    ckpt = resolve_ckpt_path(cfg.ckpt_path)
-    if ckpt is not None and hydra_cfg.mode == RunMode.MULTIRUN:  # a single run's: checked by charmlp.runs.RunPlacement
-        check_resume(cfg, ckpt)
+    resolve_ckpt_path(cfg.ckpt_path)
 
 
 def tensorboard_without_tensorflow() -> None:

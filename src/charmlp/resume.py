@@ -32,6 +32,7 @@ FREE_MODEL_KEYS = ("dropout", "fold_embedding")
 FREE_OPTIMIZER_KEYS = ("fused", "foreach")  # how torch computes the same step
 # what every Lightning training checkpoint of charmlp holds
 TRAINING_KEYS = ("pytorch-lightning_version", "global_step", "state_dict", "hyper_parameters", "optimizer_states")
+_checked: set[tuple] = set()  # (file, its mtime and size, the config) already found resumable in this process
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -59,7 +60,15 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def check_resume(cfg: DictConfig, path: str | Path) -> None:
-    """Refuse, in one line, a config that differs from the checkpoint's run in anything the checkpoint fixes."""
+    """Refuse, in one line, a config that differs from the checkpoint's run in anything the checkpoint fixes.
+
+    Once per file in a process: train.py checks before Hydra writes, run(cfg) again for its other callers.
+    """
+    stat = Path(path).stat()
+    fixed = [to_plain(cfg.get(k)) for k in ("model", "data", "optimizer", "scheduler", "seed")]
+    key = (str(Path(path).absolute()), stat.st_mtime_ns, stat.st_size, repr(fixed), repr(to_plain(cfg.trainer)))
+    if key in _checked:
+        return
     ckpt = read_training_checkpoint(path)
     hparams = ckpt["hyper_parameters"] if isinstance(ckpt["hyper_parameters"], Mapping) else {}
     saved_data = ckpt[DATAMODULE_KEY]
@@ -80,6 +89,7 @@ def check_resume(cfg: DictConfig, path: str | Path) -> None:
         raise CharmlpError(
             f"checkpoint {path} is at update {step} already: raise trainer.max_steps above {step} to train on"
         )
+    _checked.add(key)
 
 
 def differences(cfg: DictConfig, hparams: Mapping[str, Any], recipe: Mapping[str, Any]) -> list[str]:

@@ -33,6 +33,7 @@ from charmlp.evaluate import split_loss, unseen_metrics
 from charmlp.lit_module import CharMLPModule
 from charmlp.mlp import LayerNet
 from charmlp.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
+from charmlp.resume import check_resume
 from charmlp.runs import resolve_ckpt_path
 from charmlp.sampling import Network, generate
 
@@ -79,8 +80,10 @@ def run(cfg: DictConfig) -> float:
     log.info("%s", describe(module.mlp))
     warn_slow_precision(trainer)
 
-    ckpt_path = slurm.resume_checkpoint(run_dir) or resolve_ckpt_path(cfg.ckpt_path)
-    if ckpt_path is not None:
+    ckpt_path = slurm.resume_checkpoint(run_dir)  # a requeued Slurm job: its own last.ckpt, its own config
+    if ckpt_path is None and cfg.ckpt_path is not None:
+        ckpt_path = resolve_ckpt_path(cfg.ckpt_path)
+        check_resume(cfg, ckpt_path)  # done once per file and process (train.py's RunPlacement checked it already)
         log.info("resuming from %s", ckpt_path)
     stop = next(c for c in callbacks if isinstance(c, GracefulStop))
     fit_started = time.perf_counter()
