@@ -10,7 +10,7 @@ def test_setup_builds_vocab_split_and_windows(tiny_words):
     dm.setup()
     assert dm.vocab.itos[0] == "." and len(dm.vocab) == 1 + len(set("".join(tiny_words.read_text().split())))
     sizes = {k: len(v) for k, v in dm.words.items()}
-    assert sizes == {"train": 9, "val": 1, "test": 2}  # 12 words: int(9.6)=9, int(10.8)=10
+    assert sizes == {"train": 9, "val": 1, "test": 2, "val_unseen": 1, "test_unseen": 2}  # 12 words: int(9.6)=9
     for name, words in dm.words.items():
         X, Y = dm.windows[name]
         assert len(Y) == sum(len(w) + 1 for w in words) and X.shape[1] == 2

@@ -4,7 +4,9 @@ what a resume may change, and that every allowed path ends where the run that ne
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -317,3 +319,51 @@ def test_impossible_values_name_the_fix(tmp_path, args, named):
 def test_readme_resume_table_names_what_is_fixed():
     text = (ROOT / "README.md").read_text()
     assert "### Resuming" in text and "fixed by the checkpoint" in text
+
+
+class DoubleCtrlC:
+    """A callback (importable by train.py through +callbacks.x._target_) that presses Ctrl-C twice mid-run."""
+
+    def __new__(cls):
+        import lightning as L
+
+        class Press(L.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == 150:
+                    os.kill(os.getpid(), signal.SIGINT)  # GracefulStop notes it
+                    os.kill(os.getpid(), signal.SIGINT)  # the second aborts at once
+
+        return Press()
+
+
+def test_a_second_ctrl_c_exits_130_in_one_line_not_1(tmp_path):
+    """Lightning turns the second KeyboardInterrupt into exit(1); a sweep would count the run failed, not stopped."""
+    result = run_script(
+        "train.py",
+        "trainer.max_steps=400",
+        *SMALL,
+        "+callbacks.press._target_=tests.test_resume.DoubleCtrlC",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert result.returncode == 130, result.stderr[-1500:]
+    assert "SIGINT twice: stopped at once" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()  # the validation at update 100 wrote it
+
+
+def test_one_process_checkpoint_resumed_under_ddp_trains_each_rank_on_its_own_stream(base_run, tmp_path):
+    run_dir = copy_of(base_run, tmp_path)
+    ckpt = f"ckpt_path={run_dir}/checkpoints/last.ckpt"
+    one = run_script("train.py", "trainer.max_steps=400", "seed=4", *SMALL, ckpt, f"hydra.run.dir={tmp_path / 'one'}")
+    ddp = run_script(
+        "train.py",
+        "trainer=ddp",
+        "trainer.max_steps=400",
+        "seed=4",
+        *SMALL,
+        ckpt,
+        f"hydra.run.dir={tmp_path / 'ddp'}",
+        timeout=400,
+    )
+    assert one.returncode == 0 and ddp.returncode == 0, ddp.stderr[-2000:]
+    assert metrics(tmp_path / "ddp")["val/loss"] != metrics(tmp_path / "one")["val/loss"]
+    assert "written by 1 process(es), this run has 2" in ddp.stderr and "weights equal on 2 ranks" in ddp.stderr

@@ -1,6 +1,6 @@
 """What a resume may change: a checkpoint fixes its run's model, data and recipe; a resume only continues it.
 
-Checked before anything is written or trained (train.py, through charmlp.runs.RunPlacement), from the checkpoint
+Checked before anything is written or trained (train.py, through charmlp.placement.RunPlacement), from the checkpoint
 read without torch's unpickler (charmlp.ckpt_reader: a broken or hostile file is one line, not a traceback):
 
 - fixed by the checkpoint (refused when the config differs): the model (but `dropout`, applied from the resume on,
