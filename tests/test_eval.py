@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -112,3 +113,12 @@ def test_dedup_run_scores_every_held_out_word_as_unseen(tmp_path):
     assert result.returncode == 0, result.stderr[-1500:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["val/words_unseen"] == m["val/words"] and m["val/loss_unseen"] == pytest.approx(m["val/loss"], abs=1e-6)
+
+
+def test_eval_without_arguments_takes_the_newest_best_checkpoint(run_dir, tmp_path):
+    home = tmp_path / "outputs" / "2026-12-02" / "run"
+    home.parent.mkdir(parents=True)
+    shutil.copytree(run_dir, home)
+    result = run_script("eval.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert json.loads(result.stdout)["train/loss"] == json.loads((run_dir / "metrics.json").read_text())["train/loss"]
