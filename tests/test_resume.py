@@ -367,3 +367,18 @@ def test_one_process_checkpoint_resumed_under_ddp_trains_each_rank_on_its_own_st
     assert one.returncode == 0 and ddp.returncode == 0, ddp.stderr[-2000:]
     assert metrics(tmp_path / "ddp")["val/loss"] != metrics(tmp_path / "one")["val/loss"]
     assert "written by 1 process(es), this run has 2" in ddp.stderr and "weights equal on 2 ranks" in ddp.stderr
+
+
+def test_two_rank_run_stopped_and_resumed_on_two_ranks_ends_as_never_stopped(tmp_path):
+    """Each rank's saved stream restored on its own rank: the same losses as the 2-rank run that never stopped."""
+    ddp = ["trainer=ddp", "seed=4", *SMALL]
+    whole = run_script("train.py", *ddp, "trainer.max_steps=400", f"hydra.run.dir={tmp_path / 'whole'}", timeout=400)
+    part = run_script("train.py", *ddp, "trainer.max_steps=200", f"hydra.run.dir={tmp_path / 'part'}", timeout=400)
+    assert whole.returncode == 0 and part.returncode == 0, whole.stderr[-1500:] + part.stderr[-1500:]
+    ckpt = f"ckpt_path={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"
+    rest = run_script("train.py", *ddp, "trainer.max_steps=400", ckpt, timeout=400)
+    assert rest.returncode == 0, rest.stderr[-1500:]
+    m, w = metrics(tmp_path / "part"), metrics(tmp_path / "whole")
+    for key in ("train/loss", "val/loss", "test/loss", "steps"):
+        assert m[key] == w[key], key
+    assert "process(es)" not in rest.stderr  # the saved streams continued: no reseeding
