@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from charmlp.sampling import Sample, generate, score
 from charmlp.words import read_words
 
 MAX_ROUNDS = 50  # batches drawn before unique/novel sampling gives up
+MAX_N = 1_000_000  # names a run; more is a run per seed
+MAX_LEN = 10_000  # characters a name
 
 
 @dataclass
@@ -48,6 +52,27 @@ def parse_args(args: Sequence[str]) -> Options:
         setattr(options, key, _convert(key, value, types[key]))
     if options.n < 1:
         raise CharmlpError(f"n must be at least 1, got {options.n}")
+    if options.n > MAX_N:
+        raise CharmlpError(
+            f"n={options.n} is too many: at most {MAX_N:,} names a run; ask for fewer, and for more names run again "
+            "with another seed="
+        )
+    if options.seed < 0:
+        raise CharmlpError(f"seed must be >= 0, got {options.seed}; give seed=0 or another non-negative integer")
+    if options.max_len > MAX_LEN:
+        raise CharmlpError(f"max_len={options.max_len} is too long: at most {MAX_LEN:,} characters; give a smaller one")
+    if not math.isfinite(options.temperature) or options.temperature < 0:
+        raise CharmlpError(
+            f"temperature must be a finite number >= 0, got {options.temperature}; "
+            "e.g. temperature=1.0 (the model as trained), or temperature=0 for greedy decoding"
+        )
+    if options.top_k is not None and options.top_k < 1:
+        raise CharmlpError(f"top_k must be at least 1, got {options.top_k}; or top_k=null for every character")
+    if options.temperature == 0 and options.unique and options.n > 1:
+        raise CharmlpError(
+            f"unique=true with temperature=0 asks for n={options.n} distinct names, but greedy decoding gives "
+            "exactly 1 name per prefix; ask for n=1, or sample with temperature>0"
+        )
     if options.format not in ("text", "json", "csv"):
         raise CharmlpError(f"format must be text, json or csv, got {options.format!r}")
     return options
@@ -79,7 +104,7 @@ def main(argv: Sequence[str], doc: str = "") -> int:
         return 0
     try:
         options = parse_args(argv)
-        ckpt = options.ckpt or newest_checkpoint("best.ckpt")
+        ckpt = resolve_ckpt(options.ckpt) if options.ckpt else newest_checkpoint("best.ckpt")
         if ckpt is None:
             raise CharmlpError("no ckpt= given and no checkpoints/best.ckpt under ./outputs or ./multirun")
         trained = load_trained(ckpt)
@@ -92,7 +117,29 @@ def main(argv: Sequence[str], doc: str = "") -> int:
         return err.exit_code
     except BrokenPipeError:  # e.g. | head
         return 0
+    except MemoryError:  # a safety net: the bounds on n and max_len keep a sane model well inside memory
+        print(
+            "error: out of memory; ask for fewer names (n=) or shorter ones (max_len=), or free some memory",
+            file=sys.stderr,
+        )
+        return 2
     return 0
+
+
+def resolve_ckpt(given: str) -> Path:
+    """ckpt= as given; for a run directory, its checkpoints/best.ckpt (or a best.ckpt in it), used silently."""
+    path = Path(given)
+    if not path.is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
+        if candidate.is_file():
+            return candidate
+    found = sorted((path / "checkpoints").glob("*.ckpt")) + sorted(path.glob("*.ckpt"))
+    example = found[0] if found else path / "checkpoints" / "best.ckpt"
+    raise CharmlpError(
+        f"ckpt={given} is a directory with no best.ckpt in it or in its checkpoints/; give a checkpoint file, "
+        f"e.g. ckpt={example}"
+    )
 
 
 def run_sample(trained: TrainedModel, options: Options) -> None:
@@ -102,7 +149,23 @@ def run_sample(trained: TrainedModel, options: Options) -> None:
         raise CharmlpError(f"{trained.path} does not record its training words, so novel=true cannot work")
     samples: list[Sample] = []
     seen: set[str] = set()
-    for _ in range(MAX_ROUNDS):
+    if options.temperature == 0:  # greedy: one name per prefix, n times (parse_args refuses unique with n > 1)
+        samples = generate(
+            trained.net,
+            trained.vocab,
+            options.n,
+            rng,
+            temperature=0,
+            top_k=options.top_k,  # checked, then ignored: the likeliest character is among any k likeliest
+            max_len=options.max_len,
+            prefix=options.prefix,
+        )
+        if options.novel and samples[0].name in train_words:
+            raise CharmlpError(
+                f"novel=true with temperature=0: greedy decoding gives exactly 1 name for prefix={options.prefix!r}, "
+                f"{samples[0].name!r}, and it is a training word; sample with temperature>0, or try another prefix"
+            )
+    for _ in range(MAX_ROUNDS if options.temperature > 0 else 0):
         batch = generate(
             trained.net,
             trained.vocab,
@@ -163,7 +226,7 @@ def print_report(samples: list[Sample], trained: TrainedModel) -> None:
 def run_score(trained: TrainedModel, options: Options) -> None:
     words = list(options.score)
     if options.score_file:
-        words += read_words(options.score_file)
+        words += read_score_file(options.score_file)
     if not words:
         raise CharmlpError("nothing to score: give score=[word,...] or score_file=FILE with words in it")
     results = score(trained.net, trained.vocab, words)
@@ -186,3 +249,29 @@ def run_score(trained: TrainedModel, options: Options) -> None:
         "the end token included)",
         file=sys.stderr,
     )
+
+
+def read_score_file(given: str) -> list[str]:
+    """read_words, its errors naming score_file= (its own name data.path= is train.py's)."""
+    path = Path(given)
+    advice = "give a word file, one word a line"
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise CharmlpError(f"score_file={given}: no such file; {advice}") from None
+    except IsADirectoryError:
+        raise CharmlpError(f"score_file={given} is a directory; {advice}") from None
+    except OSError as err:
+        raise CharmlpError(f"score_file={given} cannot be read ({err.strerror}); {advice}") from None
+    try:
+        return read_words(path)
+    except CharmlpError as err:  # the file's contents: words.py names it "data file PATH" or "PATH:LINE"
+        message = str(err)
+        for old, new in ((f"data file {path} ", f"score_file={given} "), (f"{path}:", f"score_file={given}:")):
+            if message.startswith(old):
+                message = new + message[len(old) :]
+                break
+        if "reserved as the start/end token" in message:
+            message += " (a name ends there); remove it from the word"
+        raise CharmlpError(message) from None

@@ -14,7 +14,7 @@ import numpy as np
 from charmlp import layers as layer_lib
 from charmlp.errors import CharmlpError
 from charmlp.layers import Layer
-from charmlp.vocab import Vocabulary
+from charmlp.vocab import BOUNDARY, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def _weights(state: Mapping[str, np.ndarray], name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class Sample:
     name: str
-    logprob: float  # natural log-probability of the name and its end token under the sampling distribution
+    # natural log-probability of the name and its end token under the sampling distribution (temperature and
+    # top_k applied); for greedy decoding (temperature 0), under the model itself (temperature 1)
+    logprob: float
     finished: bool  # False when max_len cut the name before the model chose the end token
 
 
@@ -89,39 +91,79 @@ def generate(
     """The seed's sampling loop for n names at once: context of '.', softmax, multinomial, slide, stop at '.'.
 
     All unfinished names advance together; a finished one drops out of the batch. Draws come from `rng`
-    only, so a seed gives the same names every time.
+    only, so a seed gives the same names every time. temperature=0 is greedy decoding: always the likeliest
+    next character (the lowest id on a tie), no draw from `rng`, so all n names are the same name; top_k
+    changes nothing there. Memory grows with the longest name drawn, not with max_len.
     """
-    if temperature <= 0:
-        raise CharmlpError(f"temperature must be positive, got {temperature}")
+    if not np.isfinite(temperature) or temperature < 0:
+        raise CharmlpError(
+            f"temperature must be a finite number >= 0 (0 is greedy: the likeliest character), got {temperature}"
+        )
     if top_k is not None and top_k < 1:
         raise CharmlpError(f"top_k must be at least 1, got {top_k}")
     if max_len <= len(prefix):
         raise CharmlpError(f"max_len ({max_len}) must be longer than the prefix {prefix!r}")
+    prefix_ids = encode_word(vocab, prefix, "prefix")
+    if temperature == 0:  # deterministic: one name, n times
+        return _generate(net, vocab, 1, rng, 0.0, None, max_len, prefix, prefix_ids) * n
+    return _generate(net, vocab, n, rng, temperature, top_k, max_len, prefix, prefix_ids)
+
+
+def _generate(
+    net: Network,
+    vocab: Vocabulary,
+    n: int,
+    rng: np.random.Generator,
+    temperature: float,
+    top_k: int | None,
+    max_len: int,
+    prefix: str,
+    prefix_ids: list[int],
+) -> list[Sample]:
     context = np.zeros((n, net.block_size), dtype=np.int64)
-    for ix in vocab.encode(prefix):  # the prefix goes in as if the model had drawn it
+    for ix in prefix_ids:  # the prefix goes in as if the model had drawn it
         context = np.concatenate([context[:, 1:], np.full((n, 1), ix)], axis=1)
     steps = max_len - len(prefix)
-    drawn = np.zeros((n, steps), dtype=np.int64)
+    id_type = np.min_scalar_type(len(vocab) - 1)
+    drawn = np.zeros((n, min(steps, 32)), dtype=id_type)  # widened as names grow: memory follows the longest
     logprob = np.zeros(n)
     active = np.arange(n)
     for t in range(steps):
+        if t == drawn.shape[1]:
+            drawn = np.concatenate([drawn, np.zeros((n, min(steps, 2 * t) - t), dtype=id_type)], axis=1)
         # names share their first contexts (all start from '.'): run the network once per distinct context
         distinct, inverse = np.unique(context[active], axis=0, return_inverse=True)
-        logits = net.logits(distinct).astype(np.float64)[inverse.reshape(-1)] / temperature
-        if top_k is not None and top_k < logits.shape[1]:
-            kth = np.partition(logits, -top_k, axis=1)[:, -top_k, None]
-            logits = np.where(logits < kth, -np.inf, logits)
-        logp = log_softmax(logits)
-        cdf = np.cumsum(np.exp(logp), axis=1)
-        u = rng.random(len(active))[:, None] * cdf[:, -1:]  # multinomial by inverse CDF
-        ix = np.minimum((cdf <= u).sum(axis=1), logits.shape[1] - 1)
+        logits = net.logits(distinct).astype(np.float64)[inverse.reshape(-1)]
+        if temperature == 0:  # greedy; its logprob is the model's own (temperature 1)
+            logp = log_softmax(logits)
+            ix = logits.argmax(axis=1)
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.shape[1]:
+                kth = np.partition(logits, -top_k, axis=1)[:, -top_k, None]
+                logits = np.where(logits < kth, -np.inf, logits)
+            logp = log_softmax(logits)
+            cdf = np.cumsum(np.exp(logp), axis=1)
+            u = rng.random(len(active))[:, None] * cdf[:, -1:]  # multinomial by inverse CDF
+            ix = np.minimum((cdf <= u).sum(axis=1), logits.shape[1] - 1)
         logprob[active] += logp[np.arange(len(active)), ix]
         drawn[active, t] = ix
         context[active] = np.concatenate([context[active, 1:], ix[:, None]], axis=1)
         active = active[ix != 0]
         if not len(active):
             break
+    drawn = drawn[:, : t + 1]  # the steps taken: a row without a 0 was cut by max_len
     return [_to_sample(prefix, row, lp, vocab) for row, lp in zip(drawn.tolist(), logprob.tolist())]
+
+
+def encode_word(vocab: Vocabulary, word: str, what: str = "the word") -> list[int]:
+    """A name's ids: refused in one line if it holds the end token '.' (id 0) or characters outside the vocabulary."""
+    if BOUNDARY in word:
+        raise CharmlpError(
+            f"{what} {word!r} contains {BOUNDARY!r}, the end-of-name token (vocabulary id 0), which no name can "
+            f"hold; remove it"
+        )
+    return vocab.encode(word)
 
 
 def _to_sample(prefix: str, row: list[int], logprob: float, vocab: Vocabulary) -> Sample:
@@ -137,7 +179,7 @@ def score(net: Network, vocab: Vocabulary, words: Sequence[str]) -> list[tuple[f
     """
     results: list[tuple[float, int]] = []
     for start in range(0, len(words), 65536):
-        rows = [np.array([0] * net.block_size + vocab.encode(w) + [0]) for w in words[start : start + 65536]]
+        rows = [np.array([0] * net.block_size + encode_word(vocab, w) + [0]) for w in words[start : start + 65536]]
         windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(r, net.block_size + 1) for r in rows])
         logp = log_softmax(net.logits(windows[:, :-1]).astype(np.float64))
         nll = -logp[np.arange(len(windows)), windows[:, -1]]
