@@ -2,12 +2,18 @@
 
 import csv
 import json
+import math
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
@@ -19,10 +25,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from charmlp import pruning, search_space
+from charmlp import pruning, search_space, sweep_worker
 from charmlp.config import register_resolvers
 from charmlp.errors import CharmlpError, Pruned
+from charmlp.optuna_sweep import finished_outcome
 from charmlp.sweep_summary import collect
+from charmlp.sweep_worker import Outcome, SlotSignals
 from charmlp.train import run
 
 from .conftest import FAST, ROOT, compose_cfg, run_script
@@ -264,7 +272,10 @@ def test_failing_trials_are_recorded_with_their_reason_and_the_sweep_goes_on(tmp
     args = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra/sweeper/sampler=qmc"]
     args += ["hydra/sweeper/pruner=hyperband", "data.block_size=choice(0)", *TINY, f"hydra.sweep.dir={tmp_path}"]
     result = run_script("train.py", "-m", *args)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 1, result.stderr[-2000:]  # the summary first, then the sweep says it failed
+    assert (
+        result.stderr.strip().splitlines()[-1] == f"error: 2 of 2 jobs of this sweep failed; see {tmp_path}/summary.csv"
+    )
     reason = "data.block_size must be at least 1"
     assert [r["status"][: 8 + len(reason)] for r in summary(tmp_path).values()] == [f"failed: {reason}"] * 2
     trials = study_of(tmp_path).trials
@@ -277,3 +288,159 @@ def test_a_search_space_key_the_config_lacks_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: hydra.sweeper.params: model.hiden_dim is not a key")
+
+
+# --- failures, reruns, stops and studies sharing a directory ------------------------------------------------------
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_a_sweep_whose_jobs_failed_exits_1_after_its_summary(tmp_path):
+    result = run_script(
+        "train.py", "-m", "threads=1", "trainer.max_steps=100", "model.hidden_dim=-1,-2", f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert last_line(result) == f"error: 2 of 2 jobs of this sweep failed; see {tmp_path}/summary.csv"
+    assert [r["status"][:30] for r in summary(tmp_path).values()] == ["failed: model.hidden_dim must "] * 2
+
+
+def test_failed_trials_do_not_count_so_a_rerun_with_the_mistake_fixed_runs_its_trials(tmp_path):
+    """The acceptance check: every trial fails (the sweep still ends, exit 1); the same command without the mistake
+    into the same directory runs n_trials new trials and exits 0, though the failed trials' folders are still there."""
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "threads=1", "trainer.max_steps=200"]
+    args += ["trainer.val_check_interval=100", f"hydra.sweep.dir={tmp_path}"]
+    failing = run_script("train.py", "-m", *args, "model.dropout=2")
+    assert failing.returncode == 1, failing.stderr[-2000:]
+    assert last_line(failing) == f"error: 2 of 2 jobs of this sweep failed; see {tmp_path}/summary.csv"
+    assert [t.state for t in study_of(tmp_path).trials] == [TrialState.FAIL] * 2  # n_trials failures: no more asked
+    fixed = run_script("train.py", "-m", *args)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert "0 of 2 trials done" in fixed.stderr
+    finished = [r for r in summary(tmp_path).values() if r["status"] == "ok"]
+    assert len(finished) == 2 and all(math.isfinite(float(r["val/loss"])) for r in finished)
+
+
+def test_two_studies_in_one_sweep_directory_keep_their_trials_apart(tmp_path):
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=1", *TINY, f"hydra.sweep.dir={tmp_path}"]
+    first = run_script("train.py", "-m", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = (tmp_path / "0" / "metrics.json").read_bytes()
+    other = run_script("train.py", "-m", *args, "hydra.sweeper.study_name=other")
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert (tmp_path / "0" / "metrics.json").read_bytes() == metrics  # the default study's trial 0, untouched
+    assert (
+        json.loads((tmp_path / "other-0" / "metrics.json").read_text())["val/loss"]
+        == study_of(tmp_path, "other").trials[0].value
+    )
+    assert sorted(summary(tmp_path)) == ["0", "other-0"]
+
+
+def slots_of(pid: int) -> list[int]:
+    """The sweep's slot processes: its children forked from it (the same command line)."""
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if Path(f"/proc/{c}/cmdline").read_bytes() == cmdline]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < end, f"no {path}"
+        time.sleep(0.02)
+
+
+def test_a_trial_past_training_counts_when_its_slot_dies_or_the_sweep_is_stopped(tmp_path):
+    """Trial 0's slot is killed (kill -9) once trial 0 has written its metrics.json (it is making its plots): the
+    trial counts as finished. The sweep gets SIGTERM once trial 1 has written its metrics.json: the slot lets it
+    finish, and the sweep stops there (130), neither trial queued again nor listed twice."""
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=null", *TINY]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with open(tmp_path / "stderr.txt", "w") as err:
+        sweep = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "-m", *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=ROOT,
+        )
+        try:
+            wait_for(tmp_path / "sweep" / "0" / "metrics.json", sweep)
+            (slot,) = slots_of(sweep.pid)
+            os.kill(slot, signal.SIGKILL)
+            wait_for(tmp_path / "sweep" / "1" / "metrics.json", sweep)
+            sweep.send_signal(signal.SIGTERM)
+            assert sweep.wait(timeout=120) == 130
+        finally:
+            sweep.kill()
+            sweep.wait()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    trials = study_of(tmp_path / "sweep").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, stderr[-3000:]
+    for trial in trials:
+        assert (
+            trial.value == json.loads((tmp_path / "sweep" / str(trial.number) / "metrics.json").read_text())["val/loss"]
+        )
+    assert "trial 0 had ended when its worker process died: counted" in stderr
+    assert sorted(summary(tmp_path / "sweep")) == ["0", "1"]
+    assert [r["status"] for r in summary(tmp_path / "sweep").values()] == ["ok", "ok"]
+    assert (tmp_path / "sweep" / "1" / "loss.png").is_file()  # its report was written to the end
+
+
+def test_a_finished_run_directory_gives_the_trials_outcome(tmp_path):
+    """The one reading of a run directory that _recover and a dead slot share."""
+    (tmp_path / "metrics.json").write_text(json.dumps({"val/loss": 2.5, "test/loss": 2.6}))
+    assert finished_outcome(str(tmp_path)) == Outcome("complete", 2.5)
+    (tmp_path / "metrics.json").write_text(json.dumps({"pruned_at": 300, "val/loss": 2.7}))
+    assert finished_outcome(str(tmp_path)) == Outcome("pruned", 2.7, 300)
+    (tmp_path / "metrics.json").write_text(json.dumps({"error": "interrupted"}))
+    assert finished_outcome(str(tmp_path)) is None
+    assert finished_outcome(str(tmp_path / "absent")) is None and finished_outcome(None) is None
+
+
+def test_a_slot_that_got_a_signal_takes_an_exit_of_its_run_as_an_interruption(tmp_path, monkeypatch):
+    """Lightning's exit(1) after a second Ctrl-C (in the test, outside GracefulStop) is an interruption once the slot
+    has had a signal, and a plain failure otherwise. The job is a stand-in for Hydra's run_job."""
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "sweep": {"dir": str(tmp_path), "subdir": "${hydra.job.num}"},
+                "job": {"id": 0, "num": 0},
+                "hydra_logging": {},
+                "verbose": False,
+            }
+        }
+    )
+    context = SimpleNamespace(config_loader=SimpleNamespace(load_sweep_config=lambda cfg, overrides: cfg.copy()))
+    sent = []
+    conn = SimpleNamespace(send=sent.append)
+    exits = iter([SystemExit(1), SystemExit(1), KeyboardInterrupt()])
+
+    def run_job(**kwargs):
+        (tmp_path / "0").mkdir(exist_ok=True)
+        raise next(exits)
+
+    monkeypatch.setattr(sweep_worker, "run_job", run_job)
+    monkeypatch.setattr(sweep_worker, "configure_log", lambda *args: None)
+    signals = SlotSignals()
+    monkeypatch.setattr(sweep_worker, "slot_signals", signals)
+    assert sweep_worker.run_trial(conn, context, None, config, 0, []) == Outcome("failed", reason="exited with code 1")
+    assert sent == [("start", str(tmp_path / "0"))]
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signals.install()
+        os.kill(os.getpid(), signal.SIGTERM)  # the slot's handler only takes a note
+        assert signals.received == signal.SIGTERM
+        for _ in range(2):  # SystemExit(1), then KeyboardInterrupt
+            outcome = sweep_worker.run_trial(conn, context, None, config, 0, [])
+            assert outcome.state == "interrupted", outcome
+        got = []
+        signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))  # GracefulStop's, in training
+        signals.pass_on()
+        signals.pass_on()
+        assert got == [signal.SIGTERM]  # passed on once: a second would abort the run at once
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

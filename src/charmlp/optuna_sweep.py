@@ -9,8 +9,10 @@ The study lives in Optuna's journal file `<sweep dir>/optuna.journal` unless `st
 such as sqlite:///study.db, or a file path for another journal). A journal file is an append-only log with its
 own file lock: safe for several processes (two sweeps on one study), readable after a kill -9 (a torn last line is
 skipped), on NFS too, where SQLite's locking is not to be trusted. Running the same command again continues the
-study: finished trials count towards `n_trials`; trials a dead sweep left running are marked failed and queued
-again with the same values.
+study: finished, pruned and running trials count towards `n_trials`, failed ones do not (a rerun after fixing the
+mistake runs its trials); trials a dead sweep left running are counted if their run had written its metrics.json,
+else marked failed and queued again with the same values. A sweep stops asking once `n_trials` trials have failed in
+it, so one whose every trial fails still ends; the summary then ends the process with exit code 1.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from charmlp.errors import CharmlpError, TrainingInterrupted
 from charmlp.sweep_worker import Outcome, serve
 
 log = logging.getLogger("charmlp")
-INTERRUPTED = "interrupted_trials"  # study user attribute: trials stopped by a stop or crash, queued again
 
 
 class OptunaSweep:
@@ -60,6 +61,8 @@ class OptunaSweep:
         self.n_trials, self.n_jobs = int(n_trials), int(n_jobs)
         self.params = OmegaConf.to_container(params) if params else {}
         self.stop_signal: int | None = None
+        self.failed = 0  # trials failed in this sweep process: it stops asking at n_trials
+        self.ran: list[str] = []  # the job folders of its trials, for the summary
 
     def setup(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
@@ -106,16 +109,20 @@ class OptunaSweep:
         from charmlp.study_plots import save_plots
 
         save_plots(study, sweep_dir)
-        if self.stop_signal is not None:
-            self.hydra_context.callbacks.on_multirun_end(config=self.config)  # summary.csv of what ran
+        stopped = self.stop_signal is not None
+        best = _best(study)
+        if best is not None and not stopped:
+            overrides = " ".join(self._overrides(best.params))
+            log.info("best: trial %d, val/loss %.4f, %s", best.number, best.value, overrides)
+        if self.failed >= self.n_trials:
+            log.warning("%d trials failed in this sweep: no more were asked for", self.failed)
+        # summary.csv, and exit 1 if trials of this sweep failed (sweep_summary); Hydra's own call is then skipped
+        self.hydra_context.callbacks.on_multirun_end(config=self.config, jobs=self.ran, stopped=stopped)
+        if stopped:
             raise TrainingInterrupted(
                 f"{signal.Signals(self.stop_signal).name}: the sweep stopped; its study keeps every finished trial. "
                 f"Continue it with the same command and hydra.sweep.dir={sweep_dir}"
             )
-        best = _best(study)
-        if best is not None:
-            overrides = " ".join(self._overrides(best.params))
-            log.info("best: trial %d, val/loss %.4f, %s", best.number, best.value, overrides)
 
     # --- the slots -----------------------------------------------------------------------------------------------
 
@@ -155,14 +162,20 @@ class OptunaSweep:
                         message = conn.recv()
                     except EOFError:  # the slot died: by the stop (queued again), or killed, out of memory (failed)
                         del running[conn], slots[conn]
-                        if self.stop_signal is not None:
+                        finished = finished_outcome(trial.user_attrs.get("run_dir"))
+                        if finished is not None:  # it died after its run had ended (writing its report)
+                            log.info("trial %d had ended when its worker process died: counted", trial.number)
+                            self._tell(study, trial, finished)
+                        elif self.stop_signal is not None:
                             self._tell(study, trial, Outcome("interrupted", reason="stopped with the sweep"))
-                            continue
-                        self._tell(study, trial, Outcome("failed", reason="its worker process died"))
-                        idle.append(start_slot())
+                        else:
+                            self._tell(study, trial, Outcome("failed", reason="its worker process died"))
+                        if self.stop_signal is None:
+                            idle.append(start_slot())
                         continue
                     if message[0] == "start":
                         trial.set_user_attr("run_dir", message[1])
+                        self.ran.append(os.path.relpath(message[1], sweep_dir))
                     elif message[0] == "report":
                         _, update, val_loss = message
                         trial.report(val_loss, update)
@@ -234,20 +247,19 @@ class OptunaSweep:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _counted(self, study: Any) -> int:
-        """Trials that count towards n_trials: finished, failed for their own reasons, or running."""
+        """Trials that count towards n_trials: finished, pruned or running (another sweep's too). Failed ones do not:
+        a failure is a mistake to fix (a bad value, a missing file) or an interruption, and the rerun should run."""
         from optuna.trial import TrialState
 
-        interrupted = set(study.user_attrs.get(INTERRUPTED, []))
-        return sum(
-            t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-            or (t.state == TrialState.FAIL and t.number not in interrupted)
-            for t in study.get_trials(deepcopy=False)
-        )
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        return len(study.get_trials(deepcopy=False, states=states))
 
     def _next_trial(self, study: Any) -> Any:
-        """A new trial (a queued retry first), or None once n_trials are counted."""
+        """A new trial (a queued retry first), or None once n_trials are counted or have failed in this sweep."""
         from optuna.trial import TrialState
 
+        if self.failed >= self.n_trials:  # the same mistake each time, most likely: end, and let the summary say so
+            return None
         with self._lock():
             waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             if not waiting and self._counted(study) >= self.n_trials:
@@ -262,17 +274,19 @@ class OptunaSweep:
         return [*self.fixed, *sampled] if fixed else sampled
 
     def _tell(self, study: Any, trial: Any, outcome: Outcome) -> None:
+        """The outcome into the study (trial: a live Trial, or for complete and pruned a FrozenTrial)."""
         from optuna.trial import TrialState
 
         if outcome.state == "complete":
-            study.tell(trial, outcome.value)
+            study.tell(trial.number, outcome.value)
             best = _best(study)
             number, value = trial.number, outcome.value
             log.info("trial %d: val/loss %.4f (best: trial %d, %.4f)", number, value, best.number, best.value)
         elif outcome.state == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial.number, state=TrialState.PRUNED)
             log.info("trial %d: pruned at update %d (val/loss %.4f)", trial.number, outcome.update, outcome.value)
         elif outcome.state == "failed":
+            self.failed += 1
             trial.set_user_attr("error", outcome.reason)
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %s", trial.number, outcome.reason)
@@ -292,18 +306,15 @@ class OptunaSweep:
             if owner.get("host") != socket.gethostname() or _alive(owner.get("pid"), owner.get("started")):
                 continue  # another machine's, or a live sweep's: not ours to judge
             run_dir = trial.user_attrs.get("run_dir")
-            metrics = _metrics(run_dir)
-            if "val/loss" in metrics and "error" not in metrics:  # it had finished; the sweep died before the tell
-                pruned = "pruned_at" in metrics
-                study.tell(trial.number, None if pruned else metrics["val/loss"], TrialState.PRUNED if pruned else None)
-                how = "been pruned" if pruned else "finished"
-                log.info("trial %d had %s before the sweep stopped: counted", trial.number, how)
+            finished = finished_outcome(run_dir)
+            if finished is not None:  # the sweep died before the tell
+                log.info("trial %d had ended before the sweep stopped: counted", trial.number)
+                self._tell(study, trial, finished)
                 continue
             study.tell(trial.number, state=TrialState.FAIL)
             self._queue_again(study, trial.number, trial.params, run_dir)
 
     def _queue_again(self, study: Any, number: int, params: dict[str, Any], run_dir: str | None) -> None:
-        study.set_user_attr(INTERRUPTED, [*study.user_attrs.get(INTERRUPTED, []), number])
         study.enqueue_trial(params, user_attrs={"retry_of": number})
         log.warning("trial %d was interrupted; it runs again as a new trial with the same values", number)
         if run_dir and Path(run_dir).is_dir():
@@ -312,11 +323,18 @@ class OptunaSweep:
             record_failure(Path(run_dir), "interrupted: the sweep stopped while it ran; run again as a new trial")
 
 
-def _metrics(run_dir: str | None) -> dict[str, Any]:
+def finished_outcome(run_dir: str | None) -> Outcome | None:
+    """How a trial ended by its run directory, when its run got to its end (a metrics.json with val/loss and no
+    error): complete, or pruned at its update; None when it had not (or left no run directory)."""
     try:
-        return json.loads((Path(run_dir) / "metrics.json").read_text()) if run_dir else {}
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text()) if run_dir else {}
     except (OSError, ValueError):
-        return {}
+        return None
+    if not isinstance(metrics, dict) or "val/loss" not in metrics or "error" in metrics:
+        return None
+    if "pruned_at" in metrics:
+        return Outcome("pruned", float(metrics["val/loss"]), int(metrics["pruned_at"]))
+    return Outcome("complete", float(metrics["val/loss"]))
 
 
 def _best(study: Any) -> Any:

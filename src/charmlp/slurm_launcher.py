@@ -165,8 +165,9 @@ def failed(launcher: SubmititSlurmLauncher, overrides: list[str], num: int, mess
 
 # ---- Optuna trials as Slurm jobs -----------------------------------------------------------------------------------
 # The Optuna sweeper's slots stay on the submitting machine and submit one Slurm job per trial. The trial's val/loss
-# reports and the sweeper's verdicts travel through two files in <sweep dir>/.submitit/trial_N/ (the sweep directory
-# is on a file system the nodes share): the job appends a report and waits for the verdict line the slot appends.
+# reports and the sweeper's verdicts travel through two files in <sweep dir>/.submitit/trial_N/ (trial_<study>-N in a
+# study other than the default; the sweep directory is on a file system the nodes share): the job appends a report
+# and waits for the verdict line the slot appends.
 
 
 class ReportingJob:
@@ -241,13 +242,18 @@ def _lines(path: Path) -> list[str]:
 
 
 def run_trial_job(
-    launcher: SubmititSlurmLauncher, overrides: list[str], number: int, report: Callable[[int, float], bool]
+    launcher: SubmititSlurmLauncher,
+    overrides: list[str],
+    number: int,
+    report: Callable[[int, float], bool],
+    name: str | None = None,
 ) -> JobReturn:
-    """One Optuna trial as a Slurm job, its reports relayed; Ctrl-C or SIGTERM to the slot cancels the job (which
-    stops after its step with last.ckpt) and raises KeyboardInterrupt."""
+    """One Optuna trial as a Slurm job, its reports relayed through `trial_<name>` (name: the trial's number in the
+    default study, `<study_name>-<number>` in another); Ctrl-C or SIGTERM to the slot cancels the job (which stops
+    after its step with last.ckpt) and raises KeyboardInterrupt."""
     import signal
 
-    channel = Path(str(launcher.params["submitit_folder"])).parent / f"trial_{number}"
+    channel = Path(str(launcher.params["submitit_folder"])).parent / f"trial_{number if name is None else name}"
     relay = ReportRelay(channel, report)
     job = _executor(launcher).submit(
         ReportingJob(launcher, str(channel)),

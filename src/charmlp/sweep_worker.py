@@ -5,6 +5,12 @@ directory, log file and job callbacks). val/loss goes to the sweeper at every va
 sweeper's answer says whether to prune. Torch and Lightning are imported once per slot, not once per trial.
 With hydra/launcher=slurm the slot submits each trial as a Slurm job instead and relays its reports
 (charmlp.slurm_launcher.run_trial_job).
+
+Signals: during training a run's GracefulStop takes Ctrl-C and SIGTERM (it stops after the step, with last.ckpt).
+Outside training the slot only records them (`slot_signals`): a trial past training (test, plots) finishes and is
+counted, and the slot then ends; one still setting up gets the signal passed on at its first validation, where
+GracefulStop stops it. A run that ends by SystemExit or KeyboardInterrupt after the slot got a signal was
+interrupted, not failed: it is queued again.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
 import signal
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,11 +28,12 @@ from typing import Any
 
 from hydra.core.utils import configure_log, run_job
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from charmlp import slurm
 
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (TrainingInterrupted)
+DEFAULT_STUDY = "charmlp"  # its trials' folders are their numbers; another study's are <study_name>-<number>
 
 
 @dataclass
@@ -38,10 +46,38 @@ class Outcome:
     reason: str = ""  # why a trial failed
 
 
+class SlotSignals:
+    """The first Ctrl-C or SIGTERM this slot got outside training, where its handler is in place (GracefulStop's
+    replaces it during training and puts it back after)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._passed_on = False
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self.record)
+
+    def record(self, signum: int, frame: Any) -> None:
+        """Only a note: the slot's default SIGTERM would kill it and throw away a trial that is writing its report."""
+        self.received = self.received or signum
+
+    def pass_on(self) -> None:
+        """In training (at a validation): a signal recorded before training began goes to the run's own handler, which
+        stops it after the step. Once: a second signal would make GracefulStop abort at once."""
+        if self.received is not None and not self._passed_on:
+            self._passed_on = True
+            os.kill(os.getpid(), self.received)
+
+
+slot_signals = SlotSignals()
+
+
 def serve(conn: Connection, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-    """The slot's loop: receive (trial number, overrides), run the trial, send ("done", Outcome); None ends it."""
+    """The slot's loop: receive (trial number, overrides), run the trial, send ("done", Outcome); None ends it, and
+    so does a signal (after the trial it came in)."""
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trials; a training run takes Ctrl-C itself (GracefulStop)
+    slot_signals.install()
     on_slurm = slurm.configured_launcher(config, hydra_context, task_function)  # trials as Slurm jobs, if chosen
     while True:
         try:
@@ -53,8 +89,29 @@ def serve(conn: Connection, hydra_context: HydraContext, task_function: TaskFunc
         number, overrides = job
         outcome = run_trial(conn, hydra_context, task_function, config, number, overrides, on_slurm)
         conn.send(("done", outcome))
-        if outcome.state == "interrupted":
+        if outcome.state == "interrupted" or slot_signals.received is not None:
             return
+
+
+def trial_name(config: DictConfig, number: int) -> str:
+    """A trial's name, its folder's with the default hydra.sweep.subdir: its number in the default study,
+    `<study_name>-<number>` in another, so two studies in one sweep directory keep apart (each counts from 0)."""
+    study_name = _study_name(config)
+    return str(number) if study_name == DEFAULT_STUDY else f"{study_name}-{number}"
+
+
+def study_subdir(config: DictConfig) -> list[str]:
+    """The override that puts a trial of a study other than the default in `<study_name>-<hydra.sweep.subdir>`."""
+    study_name = _study_name(config)
+    if study_name == DEFAULT_STUDY:
+        return []
+    subdir = OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"]  # as written: ${hydra.job.num}
+    value = f"{study_name}-{subdir}".replace("'", "\\'")
+    return [f"hydra.sweep.subdir='{value}'"]  # a hydra override: not in the job's overrides.yaml
+
+
+def _study_name(config: DictConfig) -> str:
+    return str(OmegaConf.select(config, "hydra.sweeper.study_name", default=DEFAULT_STUDY))
 
 
 def run_trial(
@@ -68,6 +125,7 @@ def run_trial(
 ) -> Outcome:
     """One trial as a Hydra job (as BasicLauncher.launch runs each job; or as a Slurm job through `on_slurm`, the
     Slurm launcher), reporting to the sweeper."""
+    overrides = [*overrides, *study_subdir(config)]
     try:
         sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
     except Exception as err:  # an override the config cannot take
@@ -79,6 +137,7 @@ def run_trial(
     conn.send(("start", str(run_dir)))
 
     def report(update: int, val_loss: float) -> bool:
+        slot_signals.pass_on()
         conn.send(("report", update, val_loss))
         return bool(conn.recv())
 
@@ -89,7 +148,7 @@ def run_trial(
         if on_slurm is not None:
             from charmlp.slurm_launcher import run_trial_job
 
-            ret = run_trial_job(on_slurm, list(overrides), number, report)
+            ret = run_trial_job(on_slurm, list(overrides), number, report, trial_name(config, number))
         else:
             with pruning.reporting_to(report):
                 ret = run_job(
@@ -103,7 +162,7 @@ def run_trial(
             return Outcome("pruned", ret._return_value.val_loss, ret._return_value.update)
         value = ret.return_value  # raises what the job raised
     except SystemExit as err:  # the job's own one-line exit: Ctrl-C (130) or an error it could not score
-        if err.code == INTERRUPTED:
+        if err.code == INTERRUPTED or slot_signals.received is not None:  # or Lightning's exit(1) after a Ctrl-C
             return Outcome("interrupted", reason="interrupted: the sweep was stopped while it ran")
         return _failed(run_dir, f"exited with code {err.code}")
     except KeyboardInterrupt:  # a second Ctrl-C
