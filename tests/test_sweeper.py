@@ -388,6 +388,35 @@ def test_a_trial_past_training_counts_when_its_slot_dies_or_the_sweep_is_stopped
     assert (tmp_path / "sweep" / "1" / "loss.png").is_file()  # its report was written to the end
 
 
+def test_a_trial_still_setting_up_when_the_sweep_gets_sigterm_stops_at_its_first_validation(tmp_path):
+    """The slot only notes a SIGTERM outside training; one that came while the trial set up is passed on to the run at
+    its first validation, so the trial stops there (with last.ckpt) and is queued again instead of training on."""
+    args = ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null", "trainer.max_steps=5000"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with open(tmp_path / "stderr.txt", "w") as err:
+        sweep = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), "-m", *args, *FAST, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=ROOT,
+        )
+        try:
+            wait_for(tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml", sweep)
+            sweep.send_signal(signal.SIGTERM)
+            assert sweep.wait(timeout=120) == 130
+        finally:
+            sweep.kill()
+            sweep.wait()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    stopped = re.search(r"SIGTERM after update (\d+)", stderr)
+    assert stopped and int(stopped.group(1)) < 5000, stderr[-3000:]
+    trials = study_of(tmp_path / "sweep").trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]  # queued again with its values
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == trials[0].params
+    assert (tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt").is_file()
+
+
 def test_a_finished_run_directory_gives_the_trials_outcome(tmp_path):
     """The one reading of a run directory that _recover and a dead slot share."""
     (tmp_path / "metrics.json").write_text(json.dumps({"val/loss": 2.5, "test/loss": 2.6}))
