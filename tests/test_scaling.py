@@ -38,7 +38,11 @@ def test_joblib_runs_jobs_side_by_side_with_a_share_of_the_cores(tmp_path):
 
 
 def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
-    _, summary = sweep(tmp_path, "data.block_size=0,2")
+    result = run_script(
+        "train.py", "-m", "data.block_size=0,2", "trainer.max_steps=100", *FAST, f"hydra.sweep.dir={tmp_path}"
+    )
+    assert result.returncode == 1 and "error: 1 of 2 jobs of this sweep failed" in result.stderr, result.stderr[-2000:]
+    summary = summary_rows(tmp_path)
     rows = {r["overrides"]: r for r in summary}
     assert (
         rows["data.block_size=2 trainer.max_steps=100 trainer.val_check_interval=100 updates_per_step=50"]["status"]
