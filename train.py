@@ -14,8 +14,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from charmlp.config import config_error_line, register_resolvers
 from charmlp.errors import CharmlpError
+from charmlp.training.config import config_error_line, register_resolvers
 
 CONF = Path(__file__).parent / "conf"
 register_resolvers(Path(__file__).parent)
@@ -38,7 +38,7 @@ def check_group_choices(args: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from charmlp.entry import train_job  # heavy imports only once Hydra has parsed the command line
+    from charmlp.training.entry import train_job  # heavy imports only once Hydra has parsed the command line
 
     return train_job(cfg)
 
@@ -46,8 +46,8 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("SLURM_PROCID", "0") != "0":
         # a DDP rank that Lightning (or srun, in your own sbatch script) started: no files of its own
-        from charmlp.ddp import child_rank_args
-        from charmlp.slurm import QUIET_RANK
+        from charmlp.cluster.ddp import child_rank_args
+        from charmlp.cluster.slurm import QUIET_RANK
 
         sys.argv[1:] = child_rank_args(sys.argv[1:])  # its rank 0's job only, not the whole sweep
         sys.argv += QUIET_RANK

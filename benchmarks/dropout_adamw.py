@@ -12,8 +12,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from charmlp import mlp as mlp_module
-from charmlp.mlp import MLP
+from charmlp.model import network as mlp_module
+from charmlp.model.network import MLP
 
 
 def updates_per_second(fast: bool, batch: int, updates: int) -> float:

@@ -29,7 +29,7 @@ def compose_cfg(output_dir: Path, *overrides: str):
     """The composed train config, as train.py would see it, writing into output_dir."""
     from hydra import compose, initialize_config_dir
 
-    from charmlp.config import register_resolvers
+    from charmlp.training.config import register_resolvers
 
     register_resolvers(ROOT)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

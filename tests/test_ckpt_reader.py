@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from charmlp.checkpoint import load_trained
-from charmlp.ckpt_reader import STORAGE_TYPES, read_checkpoint
 from charmlp.errors import CharmlpError
-from charmlp.sampling import generate
+from charmlp.sampling.checkpoint import load_trained
+from charmlp.sampling.ckpt_reader import STORAGE_TYPES, read_checkpoint
+from charmlp.sampling.generate import generate
 
 from .conftest import run_script
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from charmlp.cli_sample import main as sample_main
 from charmlp.errors import CharmlpError
-from charmlp.train import run
+from charmlp.sampling.cli import main as sample_main
+from charmlp.training.run import run
 
 from .conftest import ROOT, compose_cfg, run_script
 

@@ -1,6 +1,6 @@
 import torch
 
-from charmlp.datamodule import MinibatchSampler, NamesDataModule
+from charmlp.training.datamodule import MinibatchSampler, NamesDataModule
 
 from .conftest import ROOT
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from charmlp.diagnostics import Diagnostics
-from charmlp.mlp import MLP
-from charmlp.train import knobs, run
+from charmlp.model.network import MLP
+from charmlp.training.diagnostics import Diagnostics
+from charmlp.training.run import knobs, run
 
 from .conftest import compose_cfg, run_script
 
@@ -72,7 +72,7 @@ def test_a_reading_by_hand():
 
 
 def test_a_reading_leaves_the_generator_grads_and_running_statistics_alone():
-    from charmlp.mlp import build_network
+    from charmlp.model.network import build_network
 
     torch.manual_seed(0)
     net = build_network(
@@ -194,7 +194,7 @@ def test_training_keeps_tensorflow_out_of_the_process():
     """Where TensorFlow is installed, TensorBoard's writer would load it (a quarter slower training); the entry
     switches TensorBoard to its stub, which this checks holds (it fails only on a machine with TensorFlow)."""
     code = (
-        "from charmlp.entry import tensorboard_without_tensorflow; tensorboard_without_tensorflow(); "
+        "from charmlp.training.entry import tensorboard_without_tensorflow; tensorboard_without_tensorflow(); "
         "import sys, torch.utils.tensorboard; from tensorboard.compat import tf; "
         "print(tf.__name__, 'tensorflow' in sys.modules)"
     )

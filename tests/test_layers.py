@@ -10,10 +10,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from charmlp import layers as L
 from charmlp.errors import CharmlpError
-from charmlp.mlp import LayerNet, build_network
-from charmlp.sampling import Network
+from charmlp.model import layers as L
+from charmlp.model.network import LayerNet, build_network
+from charmlp.sampling.generate import Network
 
 ROOT = Path(__file__).resolve().parents[1]
 

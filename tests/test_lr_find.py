@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 from charmlp.errors import CharmlpError
-from charmlp.lr_find import lr_sweep
-from charmlp.train import build_datamodule, build_module, run
+from charmlp.training.lr_find import lr_sweep
+from charmlp.training.run import build_datamodule, build_module, run
 
 from .conftest import compose_cfg
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP, dropout
+from charmlp.model.network import MLP, dropout
 
 
 def test_lecture_parameter_count_and_names():

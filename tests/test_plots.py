@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from charmlp.lr_find import smooth, suggest
-from charmlp.plots import embedding_2d, embedding_figure, lr_find_figure, spread_labels
+from charmlp.training.lr_find import smooth, suggest
+from charmlp.training.plots import embedding_2d, embedding_figure, lr_find_figure, spread_labels
 
 
 def lr_figure(exponents: torch.Tensor, losses: list[float], window: int = 50):

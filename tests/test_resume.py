@@ -1,5 +1,5 @@
-"""Resume semantics (charmlp.resume, charmlp.runs.RunPlacement, the datamodule's streams): what a checkpoint fixes,
-what a resume may change, and that every allowed path ends where the run that never stopped ends."""
+"""Resume semantics (training.resume, training.placement.RunPlacement, the datamodule's streams): what a
+checkpoint fixes, what a resume may change, and that every allowed path ends where the run that never stopped ends."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from charmlp.datamodule import NamesDataModule
 from charmlp.errors import CharmlpError
-from charmlp.lit_module import carry_over
-from charmlp.resume import check_resume
-from charmlp.train import run
+from charmlp.training.datamodule import NamesDataModule
+from charmlp.training.module import carry_over
+from charmlp.training.resume import check_resume
+from charmlp.training.run import run
 
 from .conftest import ROOT, compose_cfg, run_script
 

@@ -254,8 +254,8 @@ def test_positive_temperature_names_are_unchanged(ckpt):
 
 def test_names_longer_than_the_first_buffer_are_whole():
     """generate widens its buffer as names grow: a model that never ends fills max_len exactly."""
-    from charmlp.sampling import Network, generate
-    from charmlp.vocab import Vocabulary
+    from charmlp.data.vocab import Vocabulary
+    from charmlp.sampling.generate import Network, generate
 
     state = {
         "C": np.zeros((3, 1), np.float32),

@@ -82,7 +82,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process_with_the_doubled_batch(tmp
 
 def test_ranks_that_end_with_different_weights_are_an_error():
     torch = pytest.importorskip("torch")
-    from charmlp.ddp import check_weights_equal
+    from charmlp.cluster.ddp import check_weights_equal
 
     def reduce(sums, reduce_op):  # as if another rank's bias had drifted: its max is not its min
         return sums + torch.tensor([0.0, 1e-6]) if reduce_op == "max" else sums

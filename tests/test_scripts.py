@@ -63,7 +63,7 @@ def test_tensorboard_has_the_scalars(trained_run):
 
 def test_score_mean_over_test_words_is_the_test_loss(trained_run, tmp_path):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    from charmlp.checkpoint import load_trained
+    from charmlp.sampling.checkpoint import load_trained
 
     test_file = tmp_path / "test_words.txt"
     test_file.write_text("\n".join(load_trained(ckpt).words["test"]) + "\n")
@@ -142,7 +142,7 @@ def test_unknown_config_option_gets_one_line(tmp_path):
 def test_sampling_imports_neither_torch_nor_lightning_nor_hydra(trained_run):
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     code = (
-        f"import sys; from charmlp.cli_sample import main; main(['ckpt={ckpt}', 'n=2']); "
+        f"import sys; from charmlp.sampling.cli import main; main(['ckpt={ckpt}', 'n=2']); "
         "print([m for m in ('torch', 'lightning', 'hydra', 'matplotlib') if m in sys.modules])"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -189,7 +189,7 @@ def test_a_missing_word_file_is_reported_before_torch_loads(tmp_path):
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
     import os
 
-    from charmlp.checkpoint_io import atomic_write
+    from charmlp.training.checkpoint_io import atomic_write
 
     previous = os.umask(umask)
     try:

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from charmlp import slurm
-from charmlp.callbacks import GracefulStop
-from charmlp.config import slurm_gpus, slurm_tasks
+from charmlp.cluster import slurm
 from charmlp.errors import CharmlpError
+from charmlp.training.callbacks import GracefulStop
+from charmlp.training.config import slurm_gpus, slurm_tasks
 
 from .conftest import FAST, ROOT, compose_cfg
 from .test_scaling import summary_rows
@@ -72,7 +72,7 @@ def test_partition_and_account_come_from_sbatch_variables(tmp_path, monkeypatch)
 
 
 def test_queue_watcher_reads_squeue_and_takes_a_job_it_no_longer_lists_as_ended():
-    from charmlp.slurm_launcher import QueueWatcher
+    from charmlp.cluster.slurm_launcher import QueueWatcher
 
     watcher = QueueWatcher()
     for job in ("7_0", "7_1", "8"):
@@ -166,7 +166,7 @@ def test_outside_slurm_the_user_signals_are_left_alone(monkeypatch):
 def test_a_trial_job_reports_through_files_and_gets_the_sweeps_verdicts(tmp_path):
     import threading
 
-    from charmlp.slurm_launcher import FileReporter, ReportRelay
+    from charmlp.cluster.slurm_launcher import FileReporter, ReportRelay
 
     heard = []
 
@@ -187,7 +187,7 @@ def test_a_trial_job_reports_through_files_and_gets_the_sweeps_verdicts(tmp_path
 
 
 def test_a_trial_job_whose_sweep_is_silent_trains_on_without_waiting_again(tmp_path):
-    from charmlp.slurm_launcher import FileReporter, ReportRelay
+    from charmlp.cluster.slurm_launcher import FileReporter, ReportRelay
 
     ReportRelay(tmp_path, lambda update, val: True)  # the files, but nobody answers
     reporter = FileReporter(tmp_path, patience_s=0.3)

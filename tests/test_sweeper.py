@@ -25,13 +25,15 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from charmlp import pruning, search_space, sweep_worker
-from charmlp.config import register_resolvers
 from charmlp.errors import CharmlpError, Pruned
-from charmlp.optuna_sweep import finished_outcome
-from charmlp.sweep_summary import collect
-from charmlp.sweep_worker import Outcome, SlotSignals
-from charmlp.train import run
+from charmlp.sweep import search_space
+from charmlp.sweep import slot as sweep_worker
+from charmlp.sweep.slot import Outcome, SlotSignals
+from charmlp.sweep.summary import collect
+from charmlp.sweep.sweeper import finished_outcome
+from charmlp.training import pruning
+from charmlp.training.config import register_resolvers
+from charmlp.training.run import run
 
 from .conftest import FAST, ROOT, compose_cfg, run_script
 

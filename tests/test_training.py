@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP
-from charmlp.train import run
+from charmlp.model.network import MLP
+from charmlp.training.run import run
 
 from .conftest import compose_cfg
 
@@ -109,7 +109,7 @@ def test_lean_path_equals_lightnings_to_the_bit(tmp_path, extra):
 
 
 def test_checkpoint_loads_with_weights_only_and_without_torch(tmp_path):
-    from charmlp.ckpt_reader import read_checkpoint
+    from charmlp.sampling.ckpt_reader import read_checkpoint
 
     run(compose_cfg(tmp_path, "trainer.max_steps=200", *SMALL))
     path = tmp_path / "checkpoints" / "best.ckpt"
@@ -121,7 +121,7 @@ def test_checkpoint_loads_with_weights_only_and_without_torch(tmp_path):
 
 
 def test_non_finite_loss_names_the_update():
-    from charmlp.lit_module import CharMLPModule, NonFiniteLossError
+    from charmlp.training.module import CharMLPModule, NonFiniteLossError
 
     CharMLPModule._check_finite(torch.tensor([2.0, 1.5]), first_update=101)  # finite: nothing happens
     with pytest.raises(NonFiniteLossError, match="became nan at update 102"):

@@ -1,7 +1,7 @@
 import pytest
 
+from charmlp.data.vocab import Vocabulary
 from charmlp.errors import CharmlpError
-from charmlp.vocab import Vocabulary
 
 
 def test_vocabulary_is_dot_then_sorted_characters():

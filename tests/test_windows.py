@@ -3,9 +3,9 @@ import random
 import pytest
 import torch
 
+from charmlp.data.vocab import Vocabulary
+from charmlp.data.windows import build_windows, index_dtype, min_words_for, split_words
 from charmlp.errors import CharmlpError
-from charmlp.vocab import Vocabulary
-from charmlp.windows import build_windows, index_dtype, min_words_for, split_words
 
 
 def seed_build(words, stoi, block_size):

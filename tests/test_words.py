@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charmlp.datamodule import NamesDataModule
+from charmlp.data.words import read_words
 from charmlp.errors import CharmlpError
-from charmlp.words import read_words
+from charmlp.training.datamodule import NamesDataModule
 
 
 def write(tmp_path, data: bytes):

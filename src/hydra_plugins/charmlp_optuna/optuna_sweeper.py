@@ -1,6 +1,6 @@
 """Hydra finds sweepers only in the hydra_plugins package: this is charmlp's Optuna sweeper, hydra/sweeper=optuna.
 
-Hydra imports every hydra_plugins module at start-up, so this one stays light; the work is in charmlp.optuna_sweep.
+Hydra imports every hydra_plugins module at start-up, so this one stays light; the work is in charmlp.sweep.sweeper.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ class OptunaSweeper(Sweeper):
     """Optuna (>= 4) with pruning, slots that never idle and a resumable study: conf/hydra/sweeper/optuna.yaml."""
 
     def __init__(self, **settings: Any) -> None:
-        from charmlp.optuna_sweep import OptunaSweep
+        from charmlp.sweep.sweeper import OptunaSweep
 
         self.sweeper = OptunaSweep(**settings)
 

@@ -1,7 +1,7 @@
 """Hydra finds launchers only in the hydra_plugins package: this is charmlp's Slurm launcher, hydra/launcher=slurm.
 
 Hydra imports every hydra_plugins module at start-up, so this one stays light (submitit is imported only when a sweep
-launches); the work is in charmlp.slurm_launcher.
+launches); the work is in charmlp.cluster.slurm_launcher.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ class SlurmLauncher(SubmititSlurmLauncher):
         self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state: dict
     ) -> JobReturn:
         """In the job, on every task srun started: rank 0 runs the Hydra job as usual, other ranks quietly."""
-        from charmlp.slurm import QUIET_RANK, global_rank
+        from charmlp.cluster.slurm import QUIET_RANK, global_rank
 
         if global_rank() != 0:
             sweep_overrides = [*sweep_overrides, *QUIET_RANK]
         return super().__call__(sweep_overrides, job_dir_key, job_num, job_id, singleton_state)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from charmlp.slurm_launcher import launch
+        from charmlp.cluster.slurm_launcher import launch
 
         return launch(self, job_overrides, initial_job_idx)

@@ -33,9 +33,10 @@ from typing import Any
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from charmlp import search_space, slurm
+from charmlp.cluster import slurm
 from charmlp.errors import CharmlpError, TrainingInterrupted
-from charmlp.sweep_worker import Outcome, serve
+from charmlp.sweep import search_space
+from charmlp.sweep.slot import Outcome, serve
 
 log = logging.getLogger("charmlp")
 
@@ -106,7 +107,7 @@ class OptunaSweep:
             self.journal or self.storage,
         )
         self._run_slots(study, sweep_dir)
-        from charmlp.study_plots import save_plots
+        from charmlp.sweep.study_plots import save_plots
 
         save_plots(study, sweep_dir)
         stopped = self.stop_signal is not None
@@ -318,7 +319,7 @@ class OptunaSweep:
         study.enqueue_trial(params, user_attrs={"retry_of": number})
         log.warning("trial %d was interrupted; it runs again as a new trial with the same values", number)
         if run_dir and Path(run_dir).is_dir():
-            from charmlp.entry import record_failure
+            from charmlp.training.entry import record_failure
 
             record_failure(Path(run_dir), "interrupted: the sweep stopped while it ran; run again as a new trial")
 

@@ -1,4 +1,4 @@
-"""Torch networks from the layer library (charmlp.layers): any family's LayerNet, and the part-2 MLP with its
+"""Torch networks from the layer library (charmlp.model.layers): any family's LayerNet, and the part-2 MLP with its
 hand-written SGD step."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charmlp import layers as L
 from charmlp.errors import CharmlpError
+from charmlp.model import layers as L
 
 TANH_GAIN = 5 / 3  # keeps tanh pre-activations at unit scale under the "scaled" init
 
@@ -39,7 +39,7 @@ def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class LayerNet(nn.Module):
-    """A list of charmlp.layers as a torch module: each layer's parameters and buffers under their state names
+    """A list of charmlp.model.layers as a torch module: each layer's parameters and buffers under their state names
     (`layers.I.ROLE`, or the MLP's C, W1, ...), the forward the layers' own, shared with sample.py's numpy."""
 
     def __init__(
@@ -91,7 +91,7 @@ class LayerNet(nn.Module):
         return any(layer.buffers for layer in self.stack)
 
     def forward(self, idx: torch.Tensor, trace: list | None = None) -> torch.Tensor:
-        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size); `trace` as in charmlp.layers.forward
+        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size); `trace` as in layers.forward
         (folded, the first three layers' outputs are not in it)."""
         bound = self.bound()
         if self.fold_embedding:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from charmlp.checkpoint import TrainedModel, load_trained
+from charmlp.data.words import read_words
 from charmlp.errors import CharmlpError
-from charmlp.runs import newest_checkpoint
-from charmlp.sampling import Sample, generate, score
-from charmlp.words import read_words
+from charmlp.rundir.checkpoints import newest_checkpoint
+from charmlp.sampling.checkpoint import TrainedModel, load_trained
+from charmlp.sampling.generate import Sample, generate, score
 
 MAX_ROUNDS = 50  # batches drawn before unique/novel sampling gives up
 MAX_N = 1_000_000  # names a run; more is a run per seed

@@ -12,7 +12,7 @@ import torch
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from charmlp.diagnostics import Reading
+    from charmlp.training.diagnostics import Reading
 
 
 def embedding_2d(C: torch.Tensor) -> tuple[torch.Tensor, tuple[str, str]]:

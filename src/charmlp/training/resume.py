@@ -1,7 +1,7 @@
 """What a resume may change: a checkpoint fixes its run's model, data and recipe; a resume only continues it.
 
-Checked before anything is written or trained (train.py, through charmlp.placement.RunPlacement), from the checkpoint
-read without torch's unpickler (charmlp.ckpt_reader: a broken or hostile file is one line, not a traceback):
+Checked before anything is written or trained (train.py, through placement.RunPlacement), from the checkpoint
+read without torch's unpickler (charmlp.sampling.ckpt_reader: a broken or hostile file is one line, not a traceback):
 
 - fixed by the checkpoint (refused when the config differs): the model (but `dropout`, applied from the resume on,
   and `fold_embedding`, the same function), the data (the words of each split: data.path, splits, split_seed,
@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from charmlp.checkpoint import DATAMODULE_KEY, _reason
-from charmlp.ckpt_reader import READ_ERRORS, read_checkpoint
-from charmlp.config import to_plain
 from charmlp.errors import CharmlpError
+from charmlp.sampling.checkpoint import DATAMODULE_KEY, _reason
+from charmlp.sampling.ckpt_reader import READ_ERRORS, read_checkpoint
+from charmlp.training.config import to_plain
 
 # model keys a resume may change: dropout takes effect from the resume on; fold_embedding computes the same function
 FREE_MODEL_KEYS = ("dropout", "fold_embedding")
@@ -134,8 +134,8 @@ def same_words(cfg: DictConfig, saved: Any) -> bool:
     """Whether the config's data gives the checkpoint's train/val/test words (not only its characters)."""
     if not isinstance(saved, Mapping):
         return True  # nothing recorded to compare with
-    from charmlp.windows import split_words  # torch: only when resuming
-    from charmlp.words import read_words
+    from charmlp.data.windows import split_words  # torch: only when resuming
+    from charmlp.data.words import read_words
 
     words = read_words(cfg.data.path)
     if cfg.data.get("dedup", False):

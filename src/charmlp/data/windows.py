@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from charmlp.data.vocab import BOUNDARY, Vocabulary
 from charmlp.errors import CharmlpError
-from charmlp.vocab import BOUNDARY, Vocabulary
 
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -1,4 +1,4 @@
-"""Summarise finished runs: python -m charmlp.summary DIR [DIR ...] [--csv].
+"""Summarise finished runs: python -m charmlp.sweep DIR [DIR ...] [--csv].
 
 Each DIR is a run directory (with metrics.json) or a folder searched for run directories (a sweep directory,
 outputs/, ...). Prints, as markdown on stdout, one row per run (as a sweep's summary.csv) and the runs grouped by
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from charmlp.errors import CharmlpError
-from charmlp.sweep_summary import Run, markdown, read_run, rows, seed_groups, seeds_markdown
+from charmlp.sweep.summary import Run, markdown, read_run, rows, seed_groups, seeds_markdown
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -35,11 +35,11 @@ def find_runs(paths: list[Path]) -> list[Run]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, as every charmlp entry point says a mistake
-        raise CharmlpError(f"{message} (usage: python -m charmlp.summary DIR [DIR ...] [--csv])")
+        raise CharmlpError(f"{message} (usage: python -m charmlp.sweep DIR [DIR ...] [--csv])")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(prog="python -m charmlp.summary", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m charmlp.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="a run directory or a folder of runs")
     parser.add_argument("--csv", action="store_true", help="the table grouped by configuration as CSV")
     try:

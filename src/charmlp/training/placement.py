@@ -11,9 +11,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
+from charmlp.cluster.slurm import restarts
 from charmlp.errors import CharmlpError
-from charmlp.runs import resolve_ckpt_path
-from charmlp.slurm import restarts
+from charmlp.rundir.checkpoints import resolve_ckpt_path
 
 
 def run_home(ckpt: Path) -> Path | None:
@@ -33,9 +33,9 @@ class RunPlacement(Callback):
     - `ckpt_path=` of a run's own checkpoint continues in that run's directory (best.ckpt, last.ckpt, train.log,
       TensorBoard curves and metrics.json go on), unless the command line gives `hydra.run.dir`; `ckpt_path=last`
       is resolved here once, so .hydra/config.yaml records the file used.
-    - The checkpoint must fit the config (charmlp.resume), else one line and exit 2, before anything is written.
+    - The checkpoint must fit the config (training.resume), else one line and exit 2, before anything is written.
     - `hydra.run.dir=` a directory that holds another run is refused: its checkpoints, config and logs stay as
-      they are (a Slurm job started again in its own directory resumes there, charmlp.slurm).
+      they are (a Slurm job started again in its own directory resumes there, charmlp.cluster.slurm).
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -59,7 +59,7 @@ def place_run(config: DictConfig) -> None:
             config.ckpt_path = str(ckpt)
             if home is not None and not given_dir:
                 config.hydra.run.dir = str(home)
-        from charmlp.resume import check_resume
+        from charmlp.training.resume import check_resume
 
         check_resume(config, ckpt)
     run_dir = Path(str(config.hydra.run.dir)).absolute()

@@ -8,10 +8,10 @@ from collections.abc import Iterator, Sequence
 import lightning as L
 import torch
 
+from charmlp.data.vocab import Vocabulary
+from charmlp.data.windows import SPLIT_NAMES, build_windows, check_fractions, split_words
+from charmlp.data.words import read_words
 from charmlp.errors import CharmlpError
-from charmlp.vocab import Vocabulary
-from charmlp.windows import SPLIT_NAMES, build_windows, check_fractions, split_words
-from charmlp.words import read_words
 
 log = logging.getLogger("charmlp")
 UNSEEN_SPLITS = ("val", "test")  # held-out splits whose loss is also given on unseen words alone

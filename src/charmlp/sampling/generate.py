@@ -1,6 +1,6 @@
 """Generating and scoring names with a trained network: numpy only (no torch import, no Lightning, no data).
 
-The network is its layers' numpy forward (charmlp.layers); generation follows the seed's loop for many names at once.
+The network is its layers' numpy forward (model.layers); generation follows the seed's loop for many names at once.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from charmlp import layers as layer_lib
+from charmlp.data.vocab import BOUNDARY, Vocabulary
 from charmlp.errors import CharmlpError
-from charmlp.layers import Layer
-from charmlp.vocab import BOUNDARY, Vocabulary
+from charmlp.model import layers as layer_lib
+from charmlp.model.layers import Layer
 
 
 @dataclass(frozen=True)
 class Network:
-    """A trained network's evaluation-mode forward over numpy arrays: its layers (charmlp.layers), the same
+    """A trained network's evaluation-mode forward over numpy arrays: its layers (charmlp.model.layers), the same
     forward training runs in torch, and their state by name (C, W1, ... or layers.I.ROLE)."""
 
     layers: tuple[Layer, ...]

@@ -1,5 +1,5 @@
 """Summaries of runs: a Hydra callback that leaves summary.csv (and summary_seeds.csv) in every multirun's directory
-and prints them as markdown tables, and the rows and seed groups that `python -m charmlp.summary` prints for any
+and prints them as markdown tables, and the rows and seed groups that `python -m charmlp.sweep` prints for any
 run directories."""
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from charmlp.config import type_mistakes
+from charmlp.data.words import check_readable
 from charmlp.errors import CharmlpError
-from charmlp.runs import resolve_ckpt_path
-from charmlp.words import check_readable
+from charmlp.rundir.checkpoints import resolve_ckpt_path
+from charmlp.training.config import type_mistakes
 
 log = logging.getLogger("charmlp")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed_everything's range
@@ -65,7 +65,7 @@ def train_job(cfg: DictConfig) -> float:
     try:
         check_early(cfg)
         tensorboard_without_tensorflow()
-        from charmlp.train import run  # torch and Lightning: seconds of imports, so only after the quick checks
+        from charmlp.training.run import run  # torch and Lightning: seconds of imports, so only after the quick checks
 
         return run(cfg)
     except CharmlpError as err:

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charmlp import layers as L
 from charmlp.errors import CharmlpError
+from charmlp.model import layers as L
 
 
 @dataclass

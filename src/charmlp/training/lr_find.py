@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from charmlp.datamodule import NamesDataModule
 from charmlp.errors import CharmlpError
-from charmlp.mlp import LayerNet
+from charmlp.model.network import LayerNet
+from charmlp.training.datamodule import NamesDataModule
 
 log = logging.getLogger("charmlp")
 
@@ -64,7 +64,7 @@ def suggest(exponents: torch.Tensor, losses: Sequence[float], window: int = SMOO
 
 def run_lr_find(cfg: DictConfig, datamodule: NamesDataModule, model: LayerNet, logger: object) -> float:
     """mode=lr_find with the configured optimizer: lr_find.png (also to TensorBoard) and the suggested lr."""
-    from charmlp.plots import lr_find_figure, save_figure
+    from charmlp.training.plots import lr_find_figure, save_figure
 
     steps = int(cfg.get("lr_find_steps", 1000))
     if steps < 1:

@@ -4,7 +4,7 @@ Each trial is a Hydra job run in this process exactly as Hydra's basic launcher 
 directory, log file and job callbacks). val/loss goes to the sweeper at every validation over the pipe, and the
 sweeper's answer says whether to prune. Torch and Lightning are imported once per slot, not once per trial.
 With hydra/launcher=slurm the slot submits each trial as a Slurm job instead and relays its reports
-(charmlp.slurm_launcher.run_trial_job).
+(charmlp.cluster.slurm_launcher.run_trial_job).
 
 Signals: during training a run's GracefulStop takes Ctrl-C and SIGTERM (it stops after the step, with last.ckpt).
 Outside training the slot only records them (`slot_signals`): a trial past training (test, plots) finishes and is
@@ -30,7 +30,7 @@ from hydra.core.utils import configure_log, run_job
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from charmlp import slurm
+from charmlp.cluster import slurm
 
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (TrainingInterrupted)
 DEFAULT_STUDY = "charmlp"  # its trials' folders are their numbers; another study's are <study_name>-<number>
@@ -141,12 +141,14 @@ def run_trial(
         conn.send(("report", update, val_loss))
         return bool(conn.recv())
 
-    from charmlp import pruning  # Lightning: in the slot, not in the sweeper process, which only asks and tells
     from charmlp.errors import Pruned
+    from charmlp.training import (
+        pruning,  # Lightning: in the slot, not in the sweeper process, which only asks and tells
+    )
 
     try:
         if on_slurm is not None:
-            from charmlp.slurm_launcher import run_trial_job
+            from charmlp.cluster.slurm_launcher import run_trial_job
 
             ret = run_trial_job(on_slurm, list(overrides), number, report, trial_name(config, number))
         else:
@@ -180,7 +182,7 @@ def run_trial(
 
 
 def _failed(run_dir: Path, reason: str) -> Outcome:
-    from charmlp.entry import record_failure
+    from charmlp.training.entry import record_failure
 
     if run_dir.is_dir():
         record_failure(run_dir, reason)

@@ -18,11 +18,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from charmlp.datamodule import MinibatchSampler
-from charmlp.diagnostics import Diagnostics, Reading, histogram
-from charmlp.diagnostics import layout as diagnostics_layout
 from charmlp.errors import CharmlpError
-from charmlp.mlp import MLP, build_network
+from charmlp.model.network import MLP, build_network
+from charmlp.training.datamodule import MinibatchSampler
+from charmlp.training.diagnostics import Diagnostics, Reading, histogram
+from charmlp.training.diagnostics import layout as diagnostics_layout
 
 HISTORY_KEY = "loss_history"  # checkpoint entry: the logged curves, for loss.png after a resume
 SECONDS_KEY = "train_seconds"  # checkpoint entry: seconds of training up to this checkpoint, over every resume
@@ -316,7 +316,7 @@ class CharMLPModule(L.LightningModule):
 
 
 def check_resumable(checkpoint: Mapping[str, Any], module: CharMLPModule) -> None:
-    """The weights must fit this network (charmlp.resume has compared the configs before training; this catches a
+    """The weights must fit this network (training.resume has compared the configs before training; this catches a
     checkpoint whose weights do not match its own config)."""
     shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
     saved_shapes = {name: tuple(t.shape) for name, t in checkpoint.get("state_dict", {}).items()}

@@ -2,7 +2,7 @@
 
 A layer here is its shapes and its math, in plain Python (no torch import, so sample.py stays fast). Its
 `forward(xp, p, x, training)` takes the array module (`torch` or `numpy`), the layer's parameters and buffers
-by role ("weight", "running_mean", ...) and the input: training runs it on torch tensors (charmlp.mlp.LayerNet),
+by role ("weight", "running_mean", ...) and the input: training runs it on torch tensors (network.LayerNet),
 sample.py on numpy arrays, so a model family is defined once, as a list of layers in the config:
 
     layers:
@@ -197,7 +197,7 @@ class Tanh(Layer):
 
 @dataclass
 class Dropout(Layer):
-    """Inverted dropout while training (charmlp.mlp.dropout: torch only); the identity at evaluation."""
+    """Inverted dropout while training (charmlp.model.network.dropout: torch only); the identity at evaluation."""
 
     p: float
     kind: ClassVar[str] = "dropout"
@@ -209,7 +209,7 @@ class Dropout(Layer):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         if not (training and self.p):
             return x
-        from charmlp.mlp import dropout  # torch, imported only by training
+        from charmlp.model.network import dropout  # torch, imported only by training
 
         return dropout(x, self.p)
 

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from tqdm import tqdm
 
-from charmlp import slurm
+from charmlp.cluster import slurm
 
 
 class UpdateProgressBar(L.Callback):
@@ -60,7 +60,7 @@ class GracefulStop(L.Callback):
     most `updates_per_step` updates later) with every counter, the generator and the weights in step, so the
     checkpoint resumes exactly. A second signal to the same process aborts at once: KeyboardInterrupt,
     Lightning's own shutdown, which also ends the other ranks. In a Slurm job USR1 and USR2 (the warning before a
-    time limit or a preemption) stop the same way, and the run then requeues the job (charmlp.slurm).
+    time limit or a preemption) stop the same way, and the run then requeues the job (charmlp.cluster.slurm).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)

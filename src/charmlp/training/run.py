@@ -23,19 +23,20 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from charmlp import ddp, pruning, slurm
-from charmlp.callbacks import GracefulStop
-from charmlp.checkpoint_io import AtomicCheckpointIO, atomic_write
-from charmlp.config import to_plain
-from charmlp.datamodule import NamesDataModule
+from charmlp.cluster import ddp, slurm
 from charmlp.errors import CharmlpError, Pruned, Requeued, TrainingInterrupted
-from charmlp.evaluate import split_loss, unseen_metrics
-from charmlp.lit_module import CharMLPModule
-from charmlp.mlp import LayerNet
-from charmlp.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
-from charmlp.resume import check_resume
-from charmlp.runs import resolve_ckpt_path
-from charmlp.sampling import Network, generate
+from charmlp.model.network import LayerNet
+from charmlp.rundir.checkpoints import resolve_ckpt_path
+from charmlp.sampling.generate import Network, generate
+from charmlp.training import pruning
+from charmlp.training.callbacks import GracefulStop
+from charmlp.training.checkpoint_io import AtomicCheckpointIO, atomic_write
+from charmlp.training.config import to_plain
+from charmlp.training.datamodule import NamesDataModule
+from charmlp.training.evaluate import split_loss, unseen_metrics
+from charmlp.training.module import CharMLPModule
+from charmlp.training.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
+from charmlp.training.resume import check_resume
 
 log = logging.getLogger("charmlp")
 # Lightning's package logger prints to the console itself; under Hydra the root logger already does
@@ -68,7 +69,7 @@ def run(cfg: DictConfig) -> float:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     if cfg.mode == "lr_find":
-        from charmlp.lr_find import run_lr_find
+        from charmlp.training.lr_find import run_lr_find
 
         return run_lr_find(cfg, datamodule, module.mlp, instantiate(cfg.logger) if cfg.get("logger") else None)
     if cfg.mode != "train":

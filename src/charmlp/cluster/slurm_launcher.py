@@ -31,7 +31,7 @@ from omegaconf import OmegaConf, open_dict
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from charmlp.entry import record_failure
+from charmlp.training.entry import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ class ReportingJob:
         self.launcher, self.channel = launcher, channel
 
     def __call__(self, *args: Any) -> JobReturn:
-        from charmlp import pruning, slurm
+        from charmlp.cluster import slurm
+        from charmlp.training import pruning
 
         if slurm.global_rank() != 0:
             return self.launcher(*args)

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from charmlp.checkpoint import load_trained
-from charmlp.datamodule import UNSEEN_SPLITS, NamesDataModule, SplitBatches
+from charmlp.data.words import read_words
 from charmlp.errors import CharmlpError
-from charmlp.mlp import LayerNet, build_network
-from charmlp.runs import newest_checkpoint
-from charmlp.words import read_words
+from charmlp.model.network import LayerNet, build_network
+from charmlp.rundir.checkpoints import newest_checkpoint
+from charmlp.sampling.checkpoint import load_trained
+from charmlp.training.datamodule import UNSEEN_SPLITS, NamesDataModule, SplitBatches
 
 
 @torch.no_grad()

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charmlp.ckpt_reader import READ_ERRORS, read_checkpoint
+from charmlp.data.vocab import Vocabulary
 from charmlp.errors import CharmlpError
-from charmlp.sampling import Network
-from charmlp.vocab import Vocabulary
+from charmlp.sampling.ckpt_reader import READ_ERRORS, read_checkpoint
+from charmlp.sampling.generate import Network
 
 DATAMODULE_KEY = "NamesDataModule"  # Lightning stores a datamodule's state_dict under its class name
 
@@ -20,7 +20,7 @@ class TrainedModel:
     vocab: Vocabulary
     words: dict[str, list[str]]  # the train/val/test words it was trained and evaluated on
     path: Path
-    model: dict  # hyper_parameters.model: the config that rebuilds the network (in torch too: charmlp.evaluate)
+    model: dict  # hyper_parameters.model: the config that rebuilds the network (in torch too: training.evaluate)
 
 
 def load_trained(path: str | Path) -> TrainedModel:
