@@ -181,7 +181,7 @@ def test_ddp_ranks_end_with_equal_running_statistics(words, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "weights equal on 2 ranks (running statistics too)" in result.stderr
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert not torch.equal(state["mlp.layers.3.running_var"], torch.ones(24))  # they moved
+    assert not torch.equal(state["net.layers.3.running_var"], torch.ones(24))  # they moved
 
 
 def test_gpu_trainer_without_a_gpu_is_one_line(words, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from charmlp.model.network import MLP
+from charmlp.model.lecture import LectureMLP
 from charmlp.training.diagnostics import Diagnostics
 from charmlp.training.run import knobs, run
 
@@ -30,9 +30,9 @@ def test_the_reading_falls_on_every_multiple_of_every(every, first, todo, index)
     assert Diagnostics(every=every).due(first, todo) == index  # updates first+1 .. first+todo
 
 
-def tiny_mlp() -> MLP:
+def tiny_mlp() -> LectureMLP:
     """One character of context, one embedding number, two tanh units: h = tanh(10 c, c / 2)."""
-    net = MLP(vocab_size=3, block_size=1, emb_dim=1, hidden_dim=2)
+    net = LectureMLP(vocab_size=3, block_size=1, emb_dim=1, hidden_dim=2)
     with torch.no_grad():
         net.C.copy_(torch.tensor([[0.0], [1.0], [-1.0]]))
         net.W1.copy_(torch.tensor([[10.0, 0.5]]))

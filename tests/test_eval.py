@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from charmlp.model.network import MLP
+from charmlp.model.lecture import LectureMLP
 from charmlp.training.datamodule import NamesDataModule, unseen_words
 from charmlp.training.evaluate import split_loss
 
@@ -46,7 +46,7 @@ def test_dedup_keeps_each_word_once_and_every_held_out_word_unseen(tmp_path):
 
 def test_split_loss_is_the_mean_over_every_example_by_hand():
     """A network of zeros predicts uniformly: ln(3) per example, whatever the batches; an empty split has none."""
-    net = MLP(vocab_size=3, block_size=1, emb_dim=1, hidden_dim=1)
+    net = LectureMLP(vocab_size=3, block_size=1, emb_dim=1, hidden_dim=1)
     for p in net.parameters():
         torch.nn.init.zeros_(p)
     X, Y = torch.zeros(5, 1, dtype=torch.long), torch.tensor([0, 1, 2, 1, 0])

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from charmlp.errors import CharmlpError
+from charmlp.model import families
 from charmlp.model import layers as L
 from charmlp.model.network import LayerNet, build_network
 from charmlp.sampling.generate import Network
@@ -49,7 +50,7 @@ def test_every_family_gives_the_same_logits_in_torch_and_numpy(name, block_size,
     expected, got = both_ways(model, x)
     assert got.shape == (50, 27)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
-    assert L.parameter_count(L.from_config(model, 27, block_size)) == count
+    assert L.parameter_count(families.layers_of(model, 27, block_size)) == count
     assert sum(p.numel() for p in build_network(model).parameters()) == count
 
 

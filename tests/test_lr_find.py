@@ -19,7 +19,7 @@ def build(tmp_path, words, *overrides):
     cfg = compose_cfg(tmp_path, f"data.path={words}", *overrides)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(cfg)
-    model = build_module(cfg, datamodule).mlp
+    model = build_module(cfg, datamodule).net
     optimizer = instantiate(dict(cfg.optimizer), params=model.parameters(), _convert_="all")
     return datamodule, model, optimizer
 

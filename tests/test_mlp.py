@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from charmlp.errors import CharmlpError
-from charmlp.model.network import MLP, dropout
+from charmlp.model.lecture import LectureMLP
+from charmlp.model.torch_ops import dropout
 
 
 def test_lecture_parameter_count_and_names():
-    mlp = MLP(vocab_size=27, block_size=3, emb_dim=10, hidden_dim=200)
+    mlp = LectureMLP(vocab_size=27, block_size=3, emb_dim=10, hidden_dim=200)
     shapes = {name: tuple(p.shape) for name, p in mlp.named_parameters()}
     assert shapes == {"C": (27, 10), "W1": (30, 200), "b1": (200,), "W2": (200, 27), "b2": (27,)}
     assert sum(p.numel() for p in mlp.parameters()) == 11_897
@@ -18,7 +19,7 @@ def test_lecture_parameter_count_and_names():
 
 def test_init_is_the_seeds_randn_sequence():
     torch.manual_seed(2147483647)
-    mlp = MLP(27)
+    mlp = LectureMLP(27)
     g = torch.Generator().manual_seed(2147483647)
     C = torch.randn((27, 10), generator=g)
     W1 = torch.randn((30, 200), generator=g)
@@ -26,7 +27,7 @@ def test_init_is_the_seeds_randn_sequence():
 
 
 def test_forward_is_the_seeds_formula():
-    mlp = MLP(27)
+    mlp = LectureMLP(27)
     idx = torch.randint(0, 27, (5, 3))
     h = torch.tanh(mlp.C[idx].view(-1, 30) @ mlp.W1 + mlp.b1)
     torch.testing.assert_close(mlp(idx), h @ mlp.W2 + mlp.b2)
@@ -49,7 +50,7 @@ def test_manual_softmax_nll_equals_cross_entropy():
 @pytest.mark.parametrize("num_hidden,weight_decay", [(1, 0.0), (1, 0.01), (2, 0.0)])
 def test_hand_written_sgd_step_equals_autograd_and_torch_sgd(num_hidden, weight_decay):
     torch.manual_seed(0)
-    fused = MLP(27, block_size=3, emb_dim=4, hidden_dim=16, num_hidden=num_hidden)
+    fused = LectureMLP(27, block_size=3, emb_dim=4, hidden_dim=16, num_hidden=num_hidden)
     reference = copy.deepcopy(fused)
     optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, weight_decay=weight_decay)
     for _ in range(3):
@@ -68,8 +69,8 @@ def test_hand_written_sgd_step_equals_autograd_and_torch_sgd(num_hidden, weight_
 def test_scaled_init_starts_near_uniform():
     torch.manual_seed(0)
     idx = torch.randint(0, 27, (512, 3))
-    normal = F.cross_entropy(MLP(27)(idx), torch.randint(0, 27, (512,)))
-    scaled = F.cross_entropy(MLP(27, init="scaled")(idx), torch.randint(0, 27, (512,)))
+    normal = F.cross_entropy(LectureMLP(27)(idx), torch.randint(0, 27, (512,)))
+    scaled = F.cross_entropy(LectureMLP(27, init="scaled")(idx), torch.randint(0, 27, (512,)))
     assert abs(scaled.item() - math.log(27)) < 0.05  # ln 27 = 3.30: the uniform guess
     assert normal.item() > 8  # the lecture's first loss is ~17-27
 
@@ -79,7 +80,7 @@ def test_scaled_init_starts_near_uniform():
 )
 def test_impossible_shapes(kwargs):
     with pytest.raises(CharmlpError):
-        MLP(27, **kwargs)
+        LectureMLP(27, **kwargs)
 
 
 def test_cpu_dropout_keeps_each_position_with_probability_one_minus_p():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charmlp.errors import CharmlpError
-from charmlp.model.network import MLP
+from charmlp.model.lecture import LectureMLP
 from charmlp.training.run import run
 
 from .conftest import compose_cfg
@@ -121,11 +121,11 @@ def test_checkpoint_loads_with_weights_only_and_without_torch(tmp_path):
 
 
 def test_non_finite_loss_names_the_update():
-    from charmlp.training.module import CharMLPModule, NonFiniteLossError
+    from charmlp.training.module import CharLMModule, NonFiniteLossError
 
-    CharMLPModule._check_finite(torch.tensor([2.0, 1.5]), first_update=101)  # finite: nothing happens
+    CharLMModule._check_finite(torch.tensor([2.0, 1.5]), first_update=101)  # finite: nothing happens
     with pytest.raises(NonFiniteLossError, match="became nan at update 102"):
-        CharMLPModule._check_finite(torch.tensor([2.0, float("nan"), float("inf")]), first_update=101)
+        CharLMModule._check_finite(torch.tensor([2.0, float("nan"), float("inf")]), first_update=101)
 
 
 def test_gradient_clipping_by_norm_caps_the_first_update(tmp_path):
@@ -135,8 +135,8 @@ def test_gradient_clipping_by_norm_caps_the_first_update(tmp_path):
     run(compose_cfg(tmp_path, *one, "trainer.gradient_clip_val=0.01"))
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     torch.manual_seed(2147483647)  # the config's seed: the same init
-    init = MLP(**ckpt["hyper_parameters"]["model"]).state_dict()
-    moved = torch.cat([(ckpt["state_dict"][f"mlp.{k}"] - v).flatten() for k, v in init.items()])
+    init = LectureMLP(**ckpt["hyper_parameters"]["model"]).state_dict()
+    moved = torch.cat([(ckpt["state_dict"][f"net.{k}"] - v).flatten() for k, v in init.items()])
     assert float(moved.norm()) == pytest.approx(0.1 * 0.01, rel=1e-4)
 
 
@@ -145,8 +145,8 @@ def test_gradient_clipping_by_value_caps_every_element(tmp_path):
     run(compose_cfg(tmp_path, *one, "trainer.gradient_clip_val=0.001", "trainer.gradient_clip_algorithm=value"))
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     torch.manual_seed(2147483647)
-    init = MLP(**ckpt["hyper_parameters"]["model"]).state_dict()
-    moved = torch.cat([(ckpt["state_dict"][f"mlp.{k}"] - v).flatten() for k, v in init.items()])
+    init = LectureMLP(**ckpt["hyper_parameters"]["model"]).state_dict()
+    moved = torch.cat([(ckpt["state_dict"][f"net.{k}"] - v).flatten() for k, v in init.items()])
     # lr x the clip value at most (a weight near 1 holds the difference to float32 rounding, 1.2e-7)
     assert float(moved.abs().max()) == pytest.approx(0.1 * 0.001, abs=2e-7)
 

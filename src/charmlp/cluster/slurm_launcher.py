@@ -31,7 +31,7 @@ from omegaconf import OmegaConf, open_dict
 from submitit.core.utils import FailedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from charmlp.training.entry import record_failure
+from charmlp.rundir import record, trial
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def failed(launcher: SubmititSlurmLauncher, overrides: list[str], num: int, mess
         config.hydra.job.num = num
     run_dir = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record_failure(run_dir, message)
+    record.record_failure(run_dir, message)
     return JobReturn(overrides=overrides, working_dir=str(run_dir), status=JobStatus.COMPLETED, _return_value=math.inf)
 
 
@@ -178,11 +178,10 @@ class ReportingJob:
 
     def __call__(self, *args: Any) -> JobReturn:
         from charmlp.cluster import slurm
-        from charmlp.training import pruning
 
         if slurm.global_rank() != 0:
             return self.launcher(*args)
-        with pruning.reporting_to(FileReporter(Path(self.channel))):
+        with trial.reporting_to(FileReporter(Path(self.channel))):
             return self.launcher(*args)
 
     def checkpoint(self, *args: Any) -> Any:

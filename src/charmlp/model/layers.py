@@ -197,7 +197,8 @@ class Tanh(Layer):
 
 @dataclass
 class Dropout(Layer):
-    """Inverted dropout while training (charmlp.model.network.dropout: torch only); the identity at evaluation."""
+    """Inverted dropout while training (`xp.dropout`: training's array module, charmlp.model.torch_ops, has it);
+    the identity at evaluation."""
 
     p: float
     kind: ClassVar[str] = "dropout"
@@ -207,11 +208,7 @@ class Dropout(Layer):
             raise CharmlpError(f"dropout p must be in [0, 1), got {self.p}")
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        if not (training and self.p):
-            return x
-        from charmlp.model.network import dropout  # torch, imported only by training
-
-        return dropout(x, self.p)
+        return xp.dropout(x, self.p) if training and self.p else x
 
 
 KINDS: dict[str, type[Layer]] = {
@@ -307,29 +304,3 @@ def _make(kind: str, args: dict[str, Any], shape: Shape, vocab_size: int, index:
 def parameter_count(layers: Sequence[Layer]) -> int:
     """Trained numbers (running statistics left out): 76,579 for part 5's WaveNet on 27 characters."""
     return sum(math.prod(s) for layer in layers for role, s in layer.shapes().items() if role not in layer.buffers)
-
-
-def mlp(
-    vocab_size: int, block_size: int, emb_dim: int, hidden_dim: int, num_hidden: int = 1, dropout: float = 0.0
-) -> list[Layer]:
-    """The part-2 MLP as layers, its state named as in the lecture: C, W1, b1, ..., Wk, bk (model=mlp)."""
-    layers: list[Layer] = [Embedding(vocab_size, emb_dim), FlattenConsecutive(block_size)]
-    layers[0].keys = {"weight": "C"}
-    widths = [block_size * emb_dim] + [hidden_dim] * num_hidden + [vocab_size]
-    for i, (fan_in, fan_out) in enumerate(zip(widths, widths[1:]), start=1):
-        linear = Linear(fan_in, fan_out)
-        linear.keys = {"weight": f"W{i}", "bias": f"b{i}"}
-        layers.append(linear)
-        if i < len(widths) - 1:
-            tanh = Tanh()
-            tanh.name = f"h{i}"  # the lecture's h: hidden layer i's activations
-            layers += [tanh, Dropout(dropout)] if dropout else [tanh]
-    return layers
-
-
-def from_config(model: Mapping[str, Any], vocab_size: int, block_size: int) -> list[Layer]:
-    """A model config's layers: its `layers` list, or (without one) the part-2 MLP of model=mlp's keys."""
-    if "layers" in model:
-        return build(model["layers"], vocab_size, block_size)
-    keys = ("emb_dim", "hidden_dim", "num_hidden", "dropout")
-    return mlp(vocab_size, block_size, **{k: model[k] for k in keys if k in model})

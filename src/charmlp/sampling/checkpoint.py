@@ -12,6 +12,8 @@ from charmlp.sampling.ckpt_reader import READ_ERRORS, read_checkpoint
 from charmlp.sampling.generate import Network
 
 DATAMODULE_KEY = "NamesDataModule"  # Lightning stores a datamodule's state_dict under its class name
+NET_PREFIX = "net."  # the LightningModule's network attribute, net, in its state_dict's keys
+OLD_NET_PREFIX = "mlp."  # what checkpoints written before the floor plan (b040acf and earlier) call it
 
 
 @dataclass
@@ -40,14 +42,30 @@ def load_trained(path: str | Path) -> TrainedModel:
         vocab = Vocabulary.from_dict(_get(hparams, "vocab", "hyper_parameters"))
         model = _as_dict(_get(hparams, "model", "hyper_parameters"), "hyper_parameters.model")
         state = _as_dict(_get(ckpt, "state_dict", "the checkpoint"), "state_dict")
-        net_state = {k.removeprefix("mlp."): v for k, v in state.items() if isinstance(k, str) and k.startswith("mlp.")}
-        net = Network.from_state(model, net_state, vocab_size=len(vocab))
+        net = Network.from_state(model, network_state(state), vocab_size=len(vocab))
         words = _split_words(ckpt)
     except CharmlpError as err:
         raise CharmlpError(f"{path} is not a charmlp checkpoint: {err}") from None
     except READ_ERRORS as err:  # a safety net for whatever else a hostile file's objects do
         raise CharmlpError(f"{path} is not a charmlp checkpoint ({_reason(err)})") from None
     return TrainedModel(net, vocab, words, path, model)
+
+
+def network_state(state: dict) -> dict:
+    """The network's own entries of a LightningModule's state_dict, without the prefix (C, W1, layers.0.weight):
+    `net.` keys, or an older checkpoint's `mlp.` ones."""
+    prefix = OLD_NET_PREFIX if any(isinstance(k, str) and k.startswith(OLD_NET_PREFIX) for k in state) else NET_PREFIX
+    return {k.removeprefix(prefix): v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix)}
+
+
+def upgrade_state_dict(checkpoint: dict) -> None:
+    """An older checkpoint's `mlp.` weights renamed `net.` in place, so today's module loads (and resumes) it."""
+    state = checkpoint.get("state_dict")
+    if isinstance(state, dict) and any(isinstance(k, str) and k.startswith(OLD_NET_PREFIX) for k in state):
+        checkpoint["state_dict"] = {
+            NET_PREFIX + k.removeprefix(OLD_NET_PREFIX) if isinstance(k, str) and k.startswith(OLD_NET_PREFIX) else k: v
+            for k, v in state.items()
+        }
 
 
 def _as_dict(data: Any, where: str) -> dict:

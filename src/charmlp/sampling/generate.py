@@ -13,6 +13,7 @@ import numpy as np
 
 from charmlp.data.vocab import BOUNDARY, Vocabulary
 from charmlp.errors import CharmlpError
+from charmlp.model import families
 from charmlp.model import layers as layer_lib
 from charmlp.model.layers import Layer
 
@@ -37,7 +38,7 @@ class Network:
         if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
             raise CharmlpError(f"block_size must be a positive integer, got {str(block_size)[:40]}")
         try:
-            layers = layer_lib.from_config(model, vocab_size, block_size)
+            layers = families.layers_of(model, vocab_size, block_size)
             wanted = {key: layer.shapes()[role] for layer in layers for role, key in layer.keys.items()}
         except (TypeError, ValueError, KeyError, AttributeError) as err:
             raise CharmlpError(f"the model config does not describe a network ({str(err)[:80]})") from None

@@ -16,7 +16,6 @@ interrupted, not failed: it is queued again.
 from __future__ import annotations
 
 import ctypes
-import json
 import math
 import os
 import signal
@@ -31,6 +30,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from charmlp.cluster import slurm
+from charmlp.rundir import record, trial
 
 INTERRUPTED = 130  # the exit code of a run stopped by Ctrl-C or SIGTERM (TrainingInterrupted)
 DEFAULT_STUDY = "charmlp"  # its trials' folders are their numbers; another study's are <study_name>-<number>
@@ -142,9 +142,6 @@ def run_trial(
         return bool(conn.recv())
 
     from charmlp.errors import Pruned
-    from charmlp.training import (
-        pruning,  # Lightning: in the slot, not in the sweeper process, which only asks and tells
-    )
 
     try:
         if on_slurm is not None:
@@ -152,7 +149,7 @@ def run_trial(
 
             ret = run_trial_job(on_slurm, list(overrides), number, report, trial_name(config, number))
         else:
-            with pruning.reporting_to(report):
+            with trial.reporting_to(report):
                 ret = run_job(
                     hydra_context=hydra_context,
                     task_function=task_function,
@@ -173,7 +170,7 @@ def run_trial(
         return _failed(run_dir, f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
     finally:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)  # as the basic launcher does after a job
-    error = _recorded_error(run_dir)
+    error = record.recorded_error(run_dir)
     if error is not None:  # the job scored a user error as inf and left the reason in metrics.json
         return Outcome("failed", reason=error)
     if value is None or not math.isfinite(float(value)):
@@ -182,18 +179,9 @@ def run_trial(
 
 
 def _failed(run_dir: Path, reason: str) -> Outcome:
-    from charmlp.training.entry import record_failure
-
     if run_dir.is_dir():
-        record_failure(run_dir, reason)
+        record.record_failure(run_dir, reason)
     return Outcome("failed", reason=reason)
-
-
-def _recorded_error(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text()).get("error")
-    except (OSError, ValueError):
-        return None
 
 
 def _die_with_parent() -> None:

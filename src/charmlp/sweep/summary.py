@@ -5,7 +5,6 @@ run directories."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import statistics
@@ -19,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from charmlp.errors import CharmlpError
+from charmlp.rundir import record
 
 log = logging.getLogger("charmlp")
 LOSSES = ("train/loss", "val/loss", "test/loss")
@@ -44,15 +44,7 @@ def read_run(run_dir: Path, name: str) -> Run:
         overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
     except Exception as err:  # a YAML error, or not a list
         raise CharmlpError(f"{overrides_file}: not a list of overrides ({type(err).__name__})") from None
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except FileNotFoundError:
-        metrics = {"error": "no metrics.json"}
-    except (OSError, ValueError) as err:
-        metrics = {"error": f"unreadable metrics.json ({type(err).__name__})"}
-    if not isinstance(metrics, dict):
-        metrics = {"error": "metrics.json is not an object"}
-    return Run(name, overrides, metrics)
+    return Run(name, overrides, record.read(run_dir))
 
 
 def sweep_runs(sweep_dir: Path) -> list[Run]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import json
 import logging
 import multiprocessing
 import os
@@ -35,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from charmlp.cluster import slurm
 from charmlp.errors import CharmlpError, TrainingInterrupted
+from charmlp.rundir import record
 from charmlp.sweep import search_space
 from charmlp.sweep.slot import Outcome, serve
 
@@ -319,23 +319,20 @@ class OptunaSweep:
         study.enqueue_trial(params, user_attrs={"retry_of": number})
         log.warning("trial %d was interrupted; it runs again as a new trial with the same values", number)
         if run_dir and Path(run_dir).is_dir():
-            from charmlp.training.entry import record_failure
-
-            record_failure(Path(run_dir), "interrupted: the sweep stopped while it ran; run again as a new trial")
+            record.record_failure(
+                Path(run_dir), "interrupted: the sweep stopped while it ran; run again as a new trial"
+            )
 
 
 def finished_outcome(run_dir: str | None) -> Outcome | None:
     """How a trial ended by its run directory, when its run got to its end (a metrics.json with val/loss and no
     error): complete, or pruned at its update; None when it had not (or left no run directory)."""
-    try:
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text()) if run_dir else {}
-    except (OSError, ValueError):
+    ended = record.ending(run_dir)
+    if ended is None:
         return None
-    if not isinstance(metrics, dict) or "val/loss" not in metrics or "error" in metrics:
-        return None
-    if "pruned_at" in metrics:
-        return Outcome("pruned", float(metrics["val/loss"]), int(metrics["pruned_at"]))
-    return Outcome("complete", float(metrics["val/loss"]))
+    if ended.pruned_at is not None:
+        return Outcome("pruned", ended.val_loss, ended.pruned_at)
+    return Outcome("complete", ended.val_loss)
 
 
 def _best(study: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -16,18 +15,12 @@ from omegaconf import DictConfig
 
 from charmlp.data.words import check_readable
 from charmlp.errors import CharmlpError
+from charmlp.rundir import record
 from charmlp.rundir.checkpoints import resolve_ckpt_path
 from charmlp.training.config import type_mistakes
 
 log = logging.getLogger("charmlp")
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed_everything's range
-
-
-def record_failure(run_dir: Path, message: str) -> None:
-    """A failed sweep job still leaves metrics.json, so the sweep summary can say what went wrong."""
-    path = run_dir / "metrics.json"
-    if not path.exists():
-        path.write_text(json.dumps({"error": message}) + "\n")
 
 
 def check_early(cfg: DictConfig) -> None:
@@ -72,6 +65,6 @@ def train_job(cfg: DictConfig) -> float:
         print(f"error: {err}" if err.exit_code else str(err), file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN and err.exit_code == 2:
             log.error("job %s failed: %s", HydraConfig.get().job.num, err)
-            record_failure(Path(HydraConfig.get().runtime.output_dir), str(err))
+            record.record_failure(Path(HydraConfig.get().runtime.output_dir), str(err))
             return math.inf
         sys.exit(err.exit_code)

@@ -1,7 +1,9 @@
-"""The LightningModule: loss, SGD updates, the stepped learning rate and what goes to TensorBoard."""
+"""The LightningModule: any family's network (`net`), its updates, the stepped learning rate, evaluation and what
+goes to TensorBoard."""
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
@@ -15,15 +17,17 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from charmlp.errors import CharmlpError
-from charmlp.model.network import MLP, build_network
+from charmlp.model.network import build_network
+from charmlp.sampling.checkpoint import upgrade_state_dict
+from charmlp.training import lightning_internals, updates
 from charmlp.training.datamodule import MinibatchSampler
 from charmlp.training.diagnostics import Diagnostics, Reading, histogram
 from charmlp.training.diagnostics import layout as diagnostics_layout
 
+log = logging.getLogger("charmlp")
 HISTORY_KEY = "loss_history"  # checkpoint entry: the logged curves, for loss.png after a resume
 SECONDS_KEY = "train_seconds"  # checkpoint entry: seconds of training up to this checkpoint, over every resume
 # TensorBoard's CUSTOM SCALARS tab opens on the loss: train and val on one chart
@@ -34,15 +38,14 @@ class NonFiniteLossError(CharmlpError):
     """The loss became NaN or infinite: the weights after that update are useless."""
 
 
-class CharMLPModule(L.LightningModule):
-    """Trains an MLP with one update per minibatch, `updates_per_step` updates per Lightning step.
+class CharLMModule(L.LightningModule):
+    """Trains any family's network (`net`) with one update per minibatch, `updates_per_step` updates per Lightning
+    step.
 
-    Lightning's own per-step work (hooks, progress, logging) costs more than an update of this tiny model,
-    so each training step runs a short loop of real updates; `trainer.global_step` still counts updates.
-    Plain SGD on one process takes `MLP.sgd_step_` (hand-written gradients, no autograd: the same numbers,
-    1.5x the seed's loop); any other optimizer, dropout or layer family on one fp32 process takes autograd and
-    the torch optimizer directly; DDP, mixed precision or clipping take Lightning's `manual_backward` +
-    `optimizer.step()`.
+    Lightning's own per-step work (hooks, progress, logging) costs more than an update of these tiny models, so
+    each training step runs a short loop of real updates; `trainer.global_step` still counts updates. How one
+    update runs (hand-written SGD, plain torch, or Lightning's manual backward) is charmlp.training.updates'
+    choice, made once the optimizer and the strategy exist.
     """
 
     def __init__(
@@ -71,7 +74,7 @@ class CharMLPModule(L.LightningModule):
         # plain containers only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["diagnostics"])  # how a run is watched is not part of the model
         self.automatic_optimization = False
-        self.mlp = build_network(dict(model))  # named mlp since the first checkpoints: any family's network
+        self.net = build_network(dict(model))  # older checkpoints name it mlp: upgrade_state_dict
         self.updates_per_step = updates_per_step
         self._eval_sums: list[torch.Tensor] = []
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)  # for loss.png
@@ -79,7 +82,7 @@ class CharMLPModule(L.LightningModule):
         self.seconds_before = 0.0  # of training before this process, for a resumed run's total (the checkpoint's)
         self._fit_started = time.perf_counter()
         self.fused_sgd = fused_sgd
-        self._fused = False  # decided in on_fit_start, once the optimizer and strategy exist
+        self.update: updates.Update | None = None  # chosen in on_fit_start, once the optimizer and strategy exist
         # Lightning refuses Trainer(gradient_clip_val) under manual optimization; the update clips itself
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
         try:
@@ -90,7 +93,7 @@ class CharMLPModule(L.LightningModule):
             raise CharmlpError(f"diagnostics: {err}; see conf/diagnostics/default.yaml for its keys") from None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.mlp(idx)
+        return self.net(idx)
 
     def configure_optimizers(self) -> dict:
         hp = self.hparams
@@ -108,29 +111,11 @@ class CharMLPModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_started = time.perf_counter()
-        optimizer = self.optimizers().optimizer
-        group = optimizer.param_groups[0]
-        plain_sgd = (
-            type(optimizer) is torch.optim.SGD
-            and len(optimizer.param_groups) == 1
-            and not (group["momentum"] or group["nesterov"] or group["maximize"])
+        self.update = updates.choose(
+            self, self.optimizers(), self.fused_sgd, self.gradient_clip_val, self.gradient_clip_algorithm
         )
-        # hand-written gradients need one process at full precision (DDP and AMP hook into autograd)
-        one_process_fp32 = self.trainer.world_size == 1 and str(self.trainer.precision) in ("32-true", "32")
-        # sgd_step_ applies each layer's gradient as soon as it has it: no global norm to clip by, so it steps aside
-        hand_written = isinstance(self.mlp, MLP) and not (self.mlp.dropout or self.mlp.fold_embedding)  # else autograd
-        self._fused = self.fused_sgd and plain_sgd and one_process_fp32 and hand_written
-        self._fused = self._fused and self.gradient_clip_val is None
-        # one process at fp32 without clipping needs none of Lightning's per-update machinery (precision plugin,
-        # backward and optimizer hooks): about a third of an update of the layer families
-        self._lean = one_process_fp32 and self.gradient_clip_val is None
-        self._params = [p for group in optimizer.param_groups for p in group["params"]]
-        self._plain_sgd = plain_sgd and not group["weight_decay"]
-        if self._lean and self._plain_sgd:
-            optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; _lean_update's loop is it
-        if self._fused:
-            self._sgd_step = self.mlp.sgd_step_  # bound once: nn.Module's attribute lookup shows per update
-            optimizer._opt_called = True  # the LR scheduler checks that optimizer.step() ran; sgd_step_ is that step
+        if self.trainer.is_global_zero:
+            log.info("updates: %s", self.update.name)
 
     def on_train_start(self) -> None:
         if self.trainer.is_global_zero:  # the loss chart first; the diagnostics' charts after it, when on
@@ -142,27 +127,24 @@ class CharMLPModule(L.LightningModule):
         # A resume must count the updates done as batches of this run's updates_per_step: the checkpoint's count is
         # in its own (another updates_per_step, or a stop mid step when max_steps is not a multiple of it, where the
         # next step finishes that one). Then validation lands on the same updates as in a run that never stopped.
-        # Lightning has no API for this (private, lightning 2.6; test_resume pins it).
-        batches = self.global_step // self.updates_per_step
-        progress = self.trainer.fit_loop.epoch_loop.batch_progress
-        for counter in (progress.total, progress.current):
-            counter.ready = counter.started = counter.processed = counter.completed = batches
+        # Lightning has no API for this (charmlp.training.lightning_internals).
+        lightning_internals.set_batches_done(self.trainer, self.global_step // self.updates_per_step)
 
     def training_step(self, sampler: MinibatchSampler, batch_idx: int) -> None:
         optimizer, scheduler, trainer = self.optimizers(), self.lr_schedulers(), self.trainer
         todo = self.updates_per_step - self.global_step % self.updates_per_step  # ends on a multiple
         if trainer.max_steps >= 0:
             todo = min(todo, trainer.max_steps - self.global_step)
-        update = self._fused_update if self._fused else self._lean_update if self._lean else self._autograd_update
+        update = self.update
         xs, ys = sampler.draw(todo)
         losses, first = [], self.global_step
         due = self.diagnostics.due(first, todo) if trainer.is_global_zero else None
         for i, (x, y) in enumerate(zip(xs, ys)):
             if i == due:  # read the network's health around this update, leaving it as it would be
-                with self.diagnostics.around(self.mlp, x, y, first + i + 1, trainer.precision_plugin.forward_context()):
-                    losses.append(update(optimizer, x, y))
+                with self.diagnostics.around(self.net, x, y, first + i + 1, trainer.precision_plugin.forward_context()):
+                    losses.append(update(x, y))
             else:
-                losses.append(update(optimizer, x, y))
+                losses.append(update(x, y))
             if scheduler is not None:
                 scheduler.step()
         self.updates_done += todo
@@ -174,8 +156,8 @@ class CharMLPModule(L.LightningModule):
             trainer.should_stop = True  # makes Lightning validate once more before it stops
         # Lightning logs self.log() and stock callbacks (LearningRateMonitor, ...) against the Lightning batches
         # that stepped, one per `updates_per_step` updates; it adds 1 after this step. Counting updates there
-        # puts every logged metric on the same x-axis as ours. Private (lightning 2.6): test_logged_axis pins it.
-        trainer.fit_loop.epoch_loop._batches_that_stepped = self.global_step - 1
+        # puts every logged metric on the same x-axis as ours (charmlp.training.lightning_internals).
+        lightning_internals.set_logging_step(trainer, self.global_step - 1)
         self.log_scalars({"train/loss": losses.mean(), "lr": optimizer.param_groups[0]["lr"]})
         if due is not None:
             self._log_reading(self.diagnostics.last)
@@ -196,8 +178,8 @@ class CharMLPModule(L.LightningModule):
         """Under DDP each rank's batch norm moves its running statistics with its own batches; their mean over the
         ranks after each Lightning step is exactly the running average of the ranks' mean batch statistics (the
         update is linear and every rank started the step from the same values), and keeps the ranks equal."""
-        if self.trainer.world_size > 1 and self.mlp.has_running_stats:
-            for buffer in self.mlp.buffers():
+        if self.trainer.world_size > 1 and self.net.has_running_stats:
+            for buffer in self.net.buffers():
                 buffer.copy_(self.trainer.strategy.reduce(buffer.clone(), reduce_op="mean"))
 
     def _check_counted(self, first: int, todo: int) -> None:
@@ -205,45 +187,9 @@ class CharMLPModule(L.LightningModule):
         if self.global_step != first + todo:
             raise RuntimeError(
                 f"Lightning counted {self.global_step - first} of {todo} updates (global_step {self.global_step}): "
-                "charmlp counts updates through LightningOptimizer's step hooks, tested with lightning 2.6; "
-                "install the version pyproject.toml pins"
+                f"charmlp counts updates through LightningOptimizer's step hooks, tested with "
+                f"{lightning_internals.TESTED} (charmlp.training.lightning_internals); install that version"
             )
-
-    def _autograd_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One update through autograd and the configured optimizer, with all of Lightning's hooks."""
-        loss = F.cross_entropy(self.mlp(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        if self.gradient_clip_val is not None:  # Lightning's own clipping (unscales under mixed precision)
-            self.clip_gradients(optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
-        optimizer.step()
-        return loss.detach()
-
-    def _lean_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The same update as _autograd_update (the same numbers) by torch alone: backward, the optimizer's step."""
-        loss = F.cross_entropy(self.mlp(x), y)
-        for p in self._params:  # optimizer.zero_grad(set_to_none=True), without its profiler wrapping
-            p.grad = None
-        loss.backward()
-        optimizer._on_before_step()  # what LightningOptimizer.step does around a step: counts the update
-        if self._plain_sgd:  # torch.optim.SGD's own arithmetic, p += -lr * grad, without its per-step bookkeeping
-            lr = optimizer.optimizer.param_groups[0]["lr"]
-            with torch.no_grad():
-                for p in self._params:
-                    if p.grad is not None:  # as torch.optim.SGD: a parameter the loss did not use stays
-                        p.add_(p.grad, alpha=-lr)
-        else:
-            optimizer.optimizer.step()
-        optimizer._on_after_step()
-        return loss.detach()
-
-    def _fused_update(self, optimizer: LightningOptimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The same plain-SGD update by MLP.sgd_step_: hand-written gradients, no autograd, no hooks."""
-        group = optimizer.optimizer.param_groups[0]
-        optimizer._on_before_step()  # what LightningOptimizer.step does around a step: counts the update
-        loss = self._sgd_step(x, y, lr=group["lr"], weight_decay=group["weight_decay"])
-        optimizer._on_after_step()
-        return loss
 
     @staticmethod
     def _check_finite(losses: torch.Tensor, first_update: int) -> None:
@@ -271,7 +217,7 @@ class CharMLPModule(L.LightningModule):
         x, y = batch
         return torch.stack(
             # in float32: a sum over 65,536 examples overflows float16 (16-true), and bf16 would round it coarsely
-            [F.cross_entropy(self.mlp(x).float(), y, reduction="sum"), torch.tensor(float(len(y)), device=y.device)]
+            [F.cross_entropy(self.net(x).float(), y, reduction="sum"), torch.tensor(float(len(y)), device=y.device)]
         )
 
     def _log_split_loss(self, name: str) -> None:
@@ -301,6 +247,7 @@ class CharMLPModule(L.LightningModule):
         checkpoint[SECONDS_KEY] = self.seconds_before + time.perf_counter() - self._fit_started
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_state_dict(checkpoint)  # older checkpoints name the network mlp; Lightning loads it after this hook
         if self.trainer.state.fn != "fit":  # trainer.test(ckpt_path="best") reloads this run's own weights
             return
         check_resumable(checkpoint, self)
@@ -315,7 +262,7 @@ class CharMLPModule(L.LightningModule):
                 carry_over(state, str(callback.dirpath), copy=self.trainer.is_global_zero)
 
 
-def check_resumable(checkpoint: Mapping[str, Any], module: CharMLPModule) -> None:
+def check_resumable(checkpoint: Mapping[str, Any], module: CharLMModule) -> None:
     """The weights must fit this network (training.resume has compared the configs before training; this catches a
     checkpoint whose weights do not match its own config)."""
     shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}

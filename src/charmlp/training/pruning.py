@@ -1,33 +1,20 @@
-"""A sweep trial's link to its study: val/loss reported at every validation, and a stop when the pruner says so.
+"""Training's side of a sweep trial: val/loss reported at every validation, and a stop when the pruner says so.
 
-The Optuna sweeper's worker process sets the reporter (`reporting_to`) around the trial it runs; `run(cfg)` adds
-the callback whenever one is set, so a plain run or another sweeper never sees any of this.
+A sweep slot or the Slurm launcher sets the reporter (charmlp.rundir.trial.reporting_to) around the trial it runs;
+`run(cfg)` adds this callback whenever one is set, so a plain run or another sweeper never sees any of this.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 import lightning as L
 
-Reporter = Callable[[int, float], bool]  # (update, val/loss) -> prune now?
-_reporter: Reporter | None = None
-
-
-@contextmanager
-def reporting_to(reporter: Reporter) -> Iterator[None]:
-    """Within this block, training runs report to `reporter` (a trial of the sweep)."""
-    global _reporter
-    _reporter = reporter
-    try:
-        yield
-    finally:
-        _reporter = None
+from charmlp.rundir.trial import Reporter, current_reporter
 
 
 def callbacks() -> list[L.Callback]:
-    return [TrialReport(_reporter)] if _reporter is not None else []
+    """The reporting callback when this process runs a sweep's trial (rundir.trial), else none."""
+    reporter = current_reporter()
+    return [TrialReport(reporter)] if reporter is not None else []
 
 
 class TrialReport(L.Callback):

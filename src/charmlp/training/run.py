@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,15 +25,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from charmlp.cluster import ddp, slurm
 from charmlp.errors import CharmlpError, Pruned, Requeued, TrainingInterrupted
 from charmlp.model.network import LayerNet
+from charmlp.rundir import record
 from charmlp.rundir.checkpoints import resolve_ckpt_path
 from charmlp.sampling.generate import Network, generate
 from charmlp.training import pruning
 from charmlp.training.callbacks import GracefulStop
-from charmlp.training.checkpoint_io import AtomicCheckpointIO, atomic_write
+from charmlp.training.checkpoint_io import AtomicCheckpointIO
 from charmlp.training.config import to_plain
 from charmlp.training.datamodule import NamesDataModule
 from charmlp.training.evaluate import split_loss, unseen_metrics
-from charmlp.training.module import CharMLPModule
+from charmlp.training.module import CharLMModule
 from charmlp.training.plots import diagnostics_figure, embedding_figure, loss_figure, save_figure
 from charmlp.training.resume import check_resume
 
@@ -71,14 +71,14 @@ def run(cfg: DictConfig) -> float:
     if cfg.mode == "lr_find":
         from charmlp.training.lr_find import run_lr_find
 
-        return run_lr_find(cfg, datamodule, module.mlp, instantiate(cfg.logger) if cfg.get("logger") else None)
+        return run_lr_find(cfg, datamodule, module.net, instantiate(cfg.logger) if cfg.get("logger") else None)
     if cfg.mode != "train":
         raise CharmlpError(f"mode must be train or lr_find, got {cfg.mode!r}")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + pruning.callbacks()  # the latter: sweep trials
     logger = instantiate(cfg.logger) if cfg.get("logger") else False  # logger=null: no TensorBoard
     ddp.prepare_job()  # before the Trainer, which decides whether to launch child ranks
     trainer = build_trainer(cfg, callbacks, logger)
-    log.info("%s", describe(module.mlp))
+    log.info("%s", describe(module.net))
     warn_slow_precision(trainer)
 
     ckpt_path = slurm.resume_checkpoint(run_dir)  # a requeued Slurm job: its own last.ckpt, its own config
@@ -120,18 +120,18 @@ def run(cfg: DictConfig) -> float:
     if not trainer.is_global_zero:  # under DDP only rank 0 reports and writes files
         return float(checkpoint.best_model_score)
     metrics = {
-        "train/loss": split_loss(module.mlp, datamodule.split_batches("train")),
+        "train/loss": split_loss(module.net, datamodule.split_batches("train")),
         "val/loss": float(checkpoint.best_model_score),
         "test/loss": float(trainer.callback_metrics["test/loss"]),
     }
     metrics["train_val_gap"] = metrics["val/loss"] - metrics["train/loss"]
-    metrics.update(unseen_metrics(module.mlp, datamodule))  # on the best checkpoint's weights, as the test
+    metrics.update(unseen_metrics(module.net, datamodule))  # on the best checkpoint's weights, as the test
     metrics.update(
         steps=trainer.global_step,  # of the whole run, a resumed one included
         seconds=round(module.seconds_before + fit_seconds, 2),
         updates_per_second=round(module.updates_done / max(fit_seconds, 1e-9), 1),  # this process's
     )
-    write_json(run_dir / "metrics.json", metrics)
+    record.write(run_dir, metrics)
     report(module, datamodule, logger, cfg, metrics, run_dir)
     print_table(metrics, run_dir, module.updates_done, fit_seconds, time.perf_counter() - started)
     return metrics["val/loss"]
@@ -142,10 +142,7 @@ def pruned(trainer: L.Trainer, best_val: float, fit_seconds: float, run_dir: Pat
     update = trainer.global_step
     log.info("pruned by the sweep at update %d (best val/loss %.4f): no test, no plots", update, best_val)
     if trainer.is_global_zero:
-        write_json(
-            run_dir / "metrics.json",
-            {"pruned_at": update, "val/loss": best_val, "steps": update, "seconds": round(fit_seconds, 2)},
-        )
+        record.write_pruned(run_dir, update, best_val, fit_seconds)
     return Pruned(update, best_val)
 
 
@@ -184,9 +181,9 @@ def build_datamodule(cfg: DictConfig) -> NamesDataModule:
     return datamodule
 
 
-def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharMLPModule:
+def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharLMModule:
     model_args = {**to_plain(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
-    return CharMLPModule(
+    return CharLMModule(
         model=model_args,
         optimizer=to_plain(cfg.optimizer),
         scheduler=to_plain(cfg.scheduler),
@@ -247,18 +244,14 @@ def warn_slow_precision(trainer: L.Trainer) -> None:
         )
 
 
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
-
-
 def report(
-    module: CharMLPModule, datamodule: NamesDataModule, logger: Any, cfg: DictConfig, metrics: dict, run_dir: Path
+    module: CharLMModule, datamodule: NamesDataModule, logger: Any, cfg: DictConfig, metrics: dict, run_dir: Path
 ) -> None:
     """embedding.png, loss.png, diagnostics.png, and in TensorBoard: the images, C in the projector, samples,
     hparams."""
     labels = list(datamodule.vocab.itos)
     figures = {
-        "embedding": embedding_figure(module.mlp.embedding, labels),
+        "embedding": embedding_figure(module.net.embedding, labels),
         "loss": loss_figure(module.history["train/loss"], module.history["val/loss"]),
     }
     if module.diagnostics.last is not None:  # diagnostics on, and a reading taken in this process
@@ -266,7 +259,7 @@ def report(
     images = {name: save_figure(fig, str(run_dir / f"{name}.png")) for name, fig in figures.items()}
     net = Network.from_state(
         module.hparams.model,
-        {k: v.detach().cpu().float().numpy() for k, v in module.mlp.state_dict().items()},
+        {k: v.detach().cpu().float().numpy() for k, v in module.net.state_dict().items()},
         vocab_size=len(datamodule.vocab),
     )
     names = [s.name for s in generate(net, datamodule.vocab, 20, np.random.default_rng(int(cfg.seed)))]
@@ -276,7 +269,7 @@ def report(
     writer, step = logger.experiment, metrics["steps"]
     for name, image in images.items():
         writer.add_image(name, image, global_step=step, dataformats="HWC")
-    writer.add_embedding(module.mlp.embedding.detach().cpu(), metadata=labels, tag="C", global_step=step)
+    writer.add_embedding(module.net.embedding.detach().cpu(), metadata=labels, tag="C", global_step=step)
     writer.add_text("samples", "  \n".join(names), global_step=step)
     log_hparams(writer, cfg, metrics)
     logger.finalize("success")
