@@ -141,7 +141,7 @@ def test_row_trains_resumes_samples_and_scores(row, words, tmp_path, capsys):
 @pytest.mark.parametrize("experiment", [*FACTORS["experiment"], *FAMILY_FACTORS["experiment"]])
 def test_lr_find_with_each_experiment(experiment, words, tmp_path):
     # best brings AdamW, dropout and the scaled init: lr_find takes the configured optimizer and model as they are
-    cfg = compose_cfg(tmp_path, f"experiment={experiment}", f"data.path={words}", *TINY, "+lr_find_steps=60")
+    cfg = compose_cfg(tmp_path, f"experiment={experiment}", f"data.path={words}", *TINY, "lr_find_steps=60")
     cfg.mode = "lr_find"
     lr = run(cfg)
     assert 1e-3 / 10**0.5 <= lr <= 1 and (tmp_path / "lr_find.png").is_file()

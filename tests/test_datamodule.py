@@ -1,6 +1,7 @@
 import torch
 
-from charmlp.training.datamodule import MinibatchSampler, NamesDataModule
+from charmlp.data.batches import MinibatchSampler
+from charmlp.training.datamodule import NamesDataModule
 
 from .conftest import ROOT
 

@@ -9,8 +9,9 @@ import shutil
 import pytest
 import torch
 
+from charmlp.data.batches import unseen_words
 from charmlp.model.lecture import LectureMLP
-from charmlp.training.datamodule import NamesDataModule, unseen_words
+from charmlp.training.datamodule import NamesDataModule
 from charmlp.training.evaluate import split_loss
 
 from .conftest import run_script
@@ -50,7 +51,7 @@ def test_split_loss_is_the_mean_over_every_example_by_hand():
     for p in net.parameters():
         torch.nn.init.zeros_(p)
     X, Y = torch.zeros(5, 1, dtype=torch.long), torch.tensor([0, 1, 2, 1, 0])
-    from charmlp.training.datamodule import SplitBatches
+    from charmlp.data.batches import SplitBatches
 
     assert split_loss(net, SplitBatches(X, Y, 2)) == pytest.approx(math.log(3))
     assert split_loss(net, SplitBatches(X[:0], Y[:0], 2)) is None

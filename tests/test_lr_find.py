@@ -58,7 +58,7 @@ def test_the_sweep_stops_at_a_non_finite_loss(tmp_path, tiny_words):
     ],
 )
 def test_lr_find_runs_with_any_optimizer_and_model(tmp_path, tiny_words, overrides):
-    cfg = compose_cfg(tmp_path, f"data.path={tiny_words}", "mode=lr_find", "+lr_find_steps=50", *overrides)
+    cfg = compose_cfg(tmp_path, f"data.path={tiny_words}", "mode=lr_find", "lr_find_steps=50", *overrides)
     lr = run(cfg)
     assert 10**-3.5 <= lr <= 1
     assert (tmp_path / "lr_find.png").stat().st_size > 0
@@ -66,7 +66,7 @@ def test_lr_find_runs_with_any_optimizer_and_model(tmp_path, tiny_words, overrid
 
 def test_lr_find_steps_must_be_positive(tmp_path, tiny_words):
     with pytest.raises(CharmlpError, match="lr_find_steps"):
-        run(compose_cfg(tmp_path, f"data.path={tiny_words}", "mode=lr_find", "+lr_find_steps=0"))
+        run(compose_cfg(tmp_path, f"data.path={tiny_words}", "mode=lr_find", "lr_find_steps=0"))
 
 
 def test_the_lectures_suggestion_is_still_about_0_07(tmp_path):

@@ -8,7 +8,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from charmlp.errors import CharmlpError
 
 
 def register_resolvers(project_root: str | Path) -> None:
@@ -41,6 +45,19 @@ def slurm_gpus(accelerator: Any, devices: Any) -> int | None:
 def to_plain(cfg: DictConfig | Any) -> Any:
     """Plain dicts and lists (resolved): what checkpoints, TensorBoard and torch.load(weights_only) accept."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def instantiate_group(group: str, args: Any, **kwargs: Any) -> Any:
+    """An object of a config group from its `_target_` (the data, an optimizer, a schedule); a value its class refuses
+    (weight_decay=-0.1, an unknown +data.key) is one line naming the group; charmlp's own errors pass unchanged."""
+    try:
+        return instantiate(args, **kwargs, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, CharmlpError):
+            raise cause from None
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise CharmlpError(f"{group}={str(args.get('_target_', '')).rsplit('.', 1)[-1]}: {reason}") from None
 
 
 def type_mistakes(cfg: DictConfig, defaults: DictConfig, prefix: str = "") -> list[str]:

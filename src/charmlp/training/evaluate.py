@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from charmlp.data.batches import UNSEEN_SPLITS, SplitBatches
 from charmlp.data.words import read_words
 from charmlp.errors import CharmlpError
 from charmlp.model.network import LayerNet, build_network
 from charmlp.rundir.checkpoints import newest_checkpoint
 from charmlp.sampling.checkpoint import load_trained
-from charmlp.training.datamodule import UNSEEN_SPLITS, NamesDataModule, SplitBatches
+from charmlp.training.datamodule import NamesDataModule
 
 
 @torch.no_grad()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from charmlp.errors import CharmlpError
 from charmlp.model.network import LayerNet
+from charmlp.training.config import instantiate_group
 from charmlp.training.datamodule import NamesDataModule
 
 log = logging.getLogger("charmlp")
@@ -66,11 +66,11 @@ def run_lr_find(cfg: DictConfig, datamodule: NamesDataModule, model: LayerNet, l
     """mode=lr_find with the configured optimizer: lr_find.png (also to TensorBoard) and the suggested lr."""
     from charmlp.training.plots import lr_find_figure, save_figure
 
-    steps = int(cfg.get("lr_find_steps", 1000))
+    steps = int(cfg.lr_find_steps)
     if steps < 1:
         raise CharmlpError(f"lr_find_steps must be at least 1, got {steps}")
     exponents = torch.linspace(-3, 0, steps)
-    optimizer = instantiate(dict(cfg.optimizer), params=model.parameters(), _convert_="all")
+    optimizer = instantiate_group("optimizer", cfg.optimizer, params=model.parameters())
     losses = lr_sweep(model, optimizer, datamodule, exponents)
     if not math.isfinite(losses[-1]):  # lr_sweep stopped there
         log.warning(

@@ -15,15 +15,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from charmlp.data.batches import MinibatchSampler
 from charmlp.errors import CharmlpError
 from charmlp.model.network import build_network
 from charmlp.sampling.checkpoint import upgrade_state_dict
 from charmlp.training import lightning_internals, updates
-from charmlp.training.datamodule import MinibatchSampler
+from charmlp.training.config import instantiate_group
 from charmlp.training.diagnostics import Diagnostics, Reading, histogram
 from charmlp.training.diagnostics import layout as diagnostics_layout
 
@@ -103,10 +102,10 @@ class CharLMModule(L.LightningModule):
         if args.get("fused") and self.gradient_clip_val is not None and "mixed" in str(self.trainer.precision):
             # Lightning's mixed precision will not clip for an optimizer that unscales its own gradients (fused)
             args["fused"] = False
-        optimizer = _instantiate("optimizer", args, params=self.parameters())
+        optimizer = instantiate_group("optimizer", args, params=self.parameters())
         if not hp.scheduler:
             return {"optimizer": optimizer}
-        scheduler = _instantiate("scheduler", dict(hp.scheduler), optimizer=optimizer)
+        scheduler = instantiate_group("scheduler", dict(hp.scheduler), optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:
@@ -295,13 +294,3 @@ def carry_over(state: dict[str, Any], dirpath: str, copy: bool) -> None:
     if isinstance(state.get("best_k_models"), dict):
         state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
     state["dirpath"] = dirpath
-
-
-def _instantiate(group: str, args: dict[str, Any], **kwargs: Any) -> Any:
-    """An optimizer or schedule from its config; a value torch refuses (weight_decay=-0.1) is one line naming it."""
-    try:
-        return instantiate(args, **kwargs, _convert_="all")
-    except InstantiationException as err:
-        cause = err.__cause__ or err
-        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise CharmlpError(f"{group}={str(args.get('_target_', '')).rsplit('.', 1)[-1]}: {reason}") from None

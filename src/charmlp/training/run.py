@@ -31,7 +31,7 @@ from charmlp.sampling.generate import Network, generate
 from charmlp.training import pruning
 from charmlp.training.callbacks import GracefulStop
 from charmlp.training.checkpoint_io import AtomicCheckpointIO
-from charmlp.training.config import to_plain
+from charmlp.training.config import instantiate_group, to_plain
 from charmlp.training.datamodule import NamesDataModule
 from charmlp.training.evaluate import split_loss, unseen_metrics
 from charmlp.training.module import CharLMModule
@@ -166,17 +166,8 @@ def torch_threads(wanted: int) -> int:
 
 
 def build_datamodule(cfg: DictConfig) -> NamesDataModule:
-    d = cfg.data
-    datamodule = NamesDataModule(
-        path=d.path,
-        block_size=d.block_size,
-        batch_size=d.batch_size,
-        splits=list(d.splits),
-        split_seed=d.split_seed,
-        seed=cfg.seed,
-        eval_batch_size=d.eval_batch_size,
-        dedup=d.get("dedup", False),
-    )
+    """The data group's datamodule (conf/data/*.yaml name its class), drawing its minibatches from the run's seed."""
+    datamodule = instantiate_group("data", cfg.data, seed=cfg.seed)
     datamodule.setup("fit")  # the vocabulary size decides the model's shape
     return datamodule
 
@@ -198,9 +189,7 @@ def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharLMModule:
 
 def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:
     """The configured Trainer, with intervals given in updates turned into Lightning steps."""
-    per_step = int(cfg.updates_per_step)
-    if per_step < 1:
-        raise CharmlpError(f"updates_per_step must be at least 1, got {per_step}")
+    per_step = int(cfg.updates_per_step)  # at least 1: the module, built first, checks it
     max_steps, val_every = int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval)
     if max_steps < 1:
         raise CharmlpError(f"trainer.max_steps must be at least 1 update, got {max_steps}")
