@@ -29,8 +29,8 @@ from charmlp.errors import CharmlpError, Pruned
 from charmlp.sweep import search_space
 from charmlp.sweep import slot as sweep_worker
 from charmlp.sweep.slot import Outcome, SlotSignals
+from charmlp.sweep.store import finished_outcome
 from charmlp.sweep.summary import collect
-from charmlp.sweep.sweeper import finished_outcome
 from charmlp.training import pruning
 from charmlp.training.config import register_resolvers
 from charmlp.training.run import run
@@ -420,7 +420,7 @@ def test_a_trial_still_setting_up_when_the_sweep_gets_sigterm_stops_at_its_first
 
 
 def test_a_finished_run_directory_gives_the_trials_outcome(tmp_path):
-    """The one reading of a run directory that _recover and a dead slot share."""
+    """The one reading of a run directory that StudyStore.recover and a dead slot share."""
     (tmp_path / "metrics.json").write_text(json.dumps({"val/loss": 2.5, "test/loss": 2.6}))
     assert finished_outcome(str(tmp_path)) == Outcome("complete", 2.5)
     (tmp_path / "metrics.json").write_text(json.dumps({"pruned_at": 300, "val/loss": 2.7}))
