@@ -99,7 +99,7 @@ def test_the_configuration_leaves_out_seeds_paths_threads_and_resumes():
 
 
 def summarise(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "charmlp.sweep.__main__", *args]
+    command = [sys.executable, "-m", "charmlp.sweep", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
@@ -144,7 +144,7 @@ def test_the_readme_example_runs_as_printed(tmp_path):
     text = (ROOT / "README.md").read_text()
     block = text.split("one configuration over three seeds:", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
-    assert commands[0][:2] == ["python", "train.py"] and commands[1][:3] == ["python", "-m", "charmlp.sweep.__main__"]
+    assert commands[0][:2] == ["python", "train.py"] and commands[1][:3] == ["python", "-m", "charmlp.sweep"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     train = [sys.executable, str(ROOT / "train.py"), *commands[0][2:], "trainer.max_steps=200"]
     trained = subprocess.run(

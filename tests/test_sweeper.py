@@ -26,12 +26,12 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from charmlp.errors import CharmlpError, Pruned
+from charmlp.rundir import trial as trial_link
 from charmlp.sweep import search_space
 from charmlp.sweep import slot as sweep_worker
 from charmlp.sweep.slot import Outcome, SlotSignals
 from charmlp.sweep.store import finished_outcome
 from charmlp.sweep.summary import collect
-from charmlp.training import pruning
 from charmlp.training.config import register_resolvers
 from charmlp.training.run import run
 
@@ -130,18 +130,18 @@ def test_a_run_reports_every_validation_and_stops_where_the_trial_is_pruned(tmp_
         reports.append((update, val_loss))
         return update == 200
 
-    with pruning.reporting_to(report), pytest.raises(Pruned) as pruned:
+    with trial_link.reporting_to(report), pytest.raises(Pruned) as pruned:
         run(compose_cfg(tmp_path, "trainer.max_steps=500", *FAST, "~logger"))
     assert [u for u, _ in reports] == [100, 200]  # no validation after the verdict
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m == {"pruned_at": 200, "val/loss": min(v for _, v in reports), "steps": 200, "seconds": m["seconds"]}
     assert (pruned.value.update, pruned.value.val_loss) == (200, m["val/loss"])
-    assert pruning.callbacks() == []  # outside the block, runs report to nobody
+    assert trial_link.current_reporter() is None  # outside the block, runs report to nobody
 
 
 def test_a_verdict_at_the_last_validation_leaves_the_run_complete(tmp_path):
     reports = []
-    with pruning.reporting_to(lambda update, val_loss: reports.append(update) or update == 200):
+    with trial_link.reporting_to(lambda update, val_loss: reports.append(update) or update == 200):
         val = run(compose_cfg(tmp_path, "trainer.max_steps=200", *FAST, "~logger"))
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert reports == [100, 200] and "pruned_at" not in m and m["val/loss"] == val and "test/loss" in m
