@@ -14,7 +14,8 @@ import torch
 
 from charmlp.model.lecture import LectureMLP
 from charmlp.training.diagnostics import Diagnostics
-from charmlp.training.run import knobs, run
+from charmlp.training.report import knobs
+from charmlp.training.run import run
 
 from .conftest import compose_cfg, run_script
 

@@ -16,8 +16,7 @@ import yaml
 
 from charmlp.errors import CharmlpError
 from charmlp.training.datamodule import NamesDataModule
-from charmlp.training.module import carry_over
-from charmlp.training.resume import check_resume
+from charmlp.training.resume import carry_over, check_resume
 from charmlp.training.run import run
 
 from .conftest import ROOT, compose_cfg, run_script

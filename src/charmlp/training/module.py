@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -25,6 +23,7 @@ from charmlp.training import lightning_internals, updates
 from charmlp.training.config import instantiate_group
 from charmlp.training.diagnostics import Diagnostics, Reading, histogram
 from charmlp.training.diagnostics import layout as diagnostics_layout
+from charmlp.training.resume import carry_over, check_resumable
 
 log = logging.getLogger("charmlp")
 HISTORY_KEY = "loss_history"  # checkpoint entry: the logged curves, for loss.png after a resume
@@ -259,38 +258,3 @@ class CharLMModule(L.LightningModule):
             state = checkpoint.get("callbacks", {}).get(callback.state_key)
             if isinstance(state, dict) and state.get("dirpath") not in (None, callback.dirpath):
                 carry_over(state, str(callback.dirpath), copy=self.trainer.is_global_zero)
-
-
-def check_resumable(checkpoint: Mapping[str, Any], module: CharLMModule) -> None:
-    """The weights must fit this network (training.resume has compared the configs before training; this catches a
-    checkpoint whose weights do not match its own config)."""
-    shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
-    saved_shapes = {name: tuple(t.shape) for name, t in checkpoint.get("state_dict", {}).items()}
-    if saved_shapes != shapes:
-        raise CharmlpError(
-            f"checkpoint {module.trainer.ckpt_path} does not fit this config: it has other weight shapes; resume "
-            "with the overrides of the run that wrote it (its .hydra/overrides.yaml), or start a new run without "
-            "ckpt_path"
-        )
-
-
-def carry_over(state: dict[str, Any], dirpath: str, copy: bool) -> None:
-    """A ModelCheckpoint's saved state, moved to `dirpath` with its files (best.ckpt, last.ckpt) copied there:
-    Lightning would otherwise forget the best score when the directory changes (and warn on every rank), so the new
-    directory's best.ckpt would cover only the part after the resume."""
-    old = str(state["dirpath"])
-    moved = lambda p: str(Path(dirpath) / Path(p).name) if p and str(Path(p).parent) == old else p  # noqa: E731
-    paths = [p for p in (state.get("best_model_path"), state.get("last_model_path")) if p]
-    if any(str(Path(p).parent) == old and not Path(p).is_file() for p in paths):
-        return  # the files are not there to take along: Lightning starts the directory's bookkeeping afresh
-    if copy:
-        Path(dirpath).mkdir(parents=True, exist_ok=True)
-        for p in paths:
-            if str(Path(p).parent) == old and not Path(moved(p)).exists():
-                shutil.copy2(p, moved(p))
-    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
-        if key in state:
-            state[key] = moved(state[key])
-    if isinstance(state.get("best_k_models"), dict):
-        state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
-    state["dirpath"] = dirpath

@@ -12,10 +12,14 @@ read without torch's unpickler (charmlp.sampling.ckpt_reader: a broken or hostil
 
 A refused value is not silently ignored: torch's optimizer state would restore the checkpoint's lr and weight
 decay whatever the config says, and .hydra/config.yaml and HPARAMS would record the value that was not used.
+
+While Lightning loads the checkpoint, `check_resumable` holds its weights to the network's shapes and `carry_over`
+moves the best checkpoint's bookkeeping into a new run directory (the module's on_load_checkpoint calls both).
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -150,3 +154,38 @@ def _option(group: Mapping[str, Any]) -> str:
 
 def _show(value: Any) -> str:
     return "null" if value is None else str(value)
+
+
+def check_resumable(checkpoint: Mapping[str, Any], module: Any) -> None:
+    """The weights must fit this network (training.resume has compared the configs before training; this catches a
+    checkpoint whose weights do not match its own config)."""
+    shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+    saved_shapes = {name: tuple(t.shape) for name, t in checkpoint.get("state_dict", {}).items()}
+    if saved_shapes != shapes:
+        raise CharmlpError(
+            f"checkpoint {module.trainer.ckpt_path} does not fit this config: it has other weight shapes; resume "
+            "with the overrides of the run that wrote it (its .hydra/overrides.yaml), or start a new run without "
+            "ckpt_path"
+        )
+
+
+def carry_over(state: dict[str, Any], dirpath: str, copy: bool) -> None:
+    """A ModelCheckpoint's saved state, moved to `dirpath` with its files (best.ckpt, last.ckpt) copied there:
+    Lightning would otherwise forget the best score when the directory changes (and warn on every rank), so the new
+    directory's best.ckpt would cover only the part after the resume."""
+    old = str(state["dirpath"])
+    moved = lambda p: str(Path(dirpath) / Path(p).name) if p and str(Path(p).parent) == old else p  # noqa: E731
+    paths = [p for p in (state.get("best_model_path"), state.get("last_model_path")) if p]
+    if any(str(Path(p).parent) == old and not Path(p).is_file() for p in paths):
+        return  # the files are not there to take along: Lightning starts the directory's bookkeeping afresh
+    if copy:
+        Path(dirpath).mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            if str(Path(p).parent) == old and not Path(moved(p)).exists():
+                shutil.copy2(p, moved(p))
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in state:
+            state[key] = moved(state[key])
+    if isinstance(state.get("best_k_models"), dict):
+        state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+    state["dirpath"] = dirpath
