@@ -27,8 +27,7 @@ from optuna.trial import TrialState
 
 from charmlp.errors import CharmlpError, Pruned
 from charmlp.rundir import trial as trial_link
-from charmlp.sweep import search_space
-from charmlp.sweep import slot as sweep_worker
+from charmlp.sweep import search_space, slot
 from charmlp.sweep.slot import Outcome, SlotSignals
 from charmlp.sweep.store import finished_outcome
 from charmlp.sweep.summary import collect
@@ -452,11 +451,11 @@ def test_a_slot_that_got_a_signal_takes_an_exit_of_its_run_as_an_interruption(tm
         (tmp_path / "0").mkdir(exist_ok=True)
         raise next(exits)
 
-    monkeypatch.setattr(sweep_worker, "run_job", run_job)
-    monkeypatch.setattr(sweep_worker, "configure_log", lambda *args: None)
+    monkeypatch.setattr(slot, "run_job", run_job)
+    monkeypatch.setattr(slot, "configure_log", lambda *args: None)
     signals = SlotSignals()
-    monkeypatch.setattr(sweep_worker, "slot_signals", signals)
-    assert sweep_worker.run_trial(conn, context, None, config, 0, []) == Outcome("failed", reason="exited with code 1")
+    monkeypatch.setattr(slot, "slot_signals", signals)
+    assert slot.run_trial(conn, context, None, config, 0, []) == Outcome("failed", reason="exited with code 1")
     assert sent == [("start", str(tmp_path / "0"))]
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -465,7 +464,7 @@ def test_a_slot_that_got_a_signal_takes_an_exit_of_its_run_as_an_interruption(tm
         os.kill(os.getpid(), signal.SIGTERM)  # the slot's handler only takes a note
         assert signals.received == signal.SIGTERM
         for _ in range(2):  # SystemExit(1), then KeyboardInterrupt
-            outcome = sweep_worker.run_trial(conn, context, None, config, 0, [])
+            outcome = slot.run_trial(conn, context, None, config, 0, [])
             assert outcome.state == "interrupted", outcome
         got = []
         signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))  # GracefulStop's, in training
