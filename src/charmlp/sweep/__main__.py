@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from charmlp.errors import CharmlpError
+from charmlp.rundir import record
 from charmlp.sweep.summary import Run, markdown, read_run, rows, seed_groups, seeds_markdown
 
 
@@ -25,7 +26,8 @@ def find_runs(paths: list[Path]) -> list[Run]:
             raise CharmlpError(f"{path}: no such file or directory")
         if not path.is_dir():
             raise CharmlpError(f"{path}: not a directory (give a run directory or a folder of runs)")
-        run_dirs = [path] if (path / "metrics.json").is_file() else sorted(m.parent for m in path.rglob("metrics.json"))
+        found_here = (path / record.FILE).is_file()
+        run_dirs = [path] if found_here else sorted(m.parent for m in path.rglob(record.FILE))
         if not run_dirs:
             raise CharmlpError(f"{path}: no run directory (a folder with metrics.json) in it")
         for run_dir in run_dirs:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from charmlp.cluster.slurm import restarts
 from charmlp.errors import CharmlpError
+from charmlp.rundir import record
 from charmlp.rundir.checkpoints import resolve_ckpt_path
 
 
@@ -24,7 +25,7 @@ def run_home(ckpt: Path) -> Path | None:
 
 def holds_run(run_dir: Path) -> bool:
     """Whether a directory already holds a training run's files (its config, checkpoints or results)."""
-    return any((run_dir / name).exists() for name in (".hydra", "checkpoints", "metrics.json"))
+    return any((run_dir / name).exists() for name in (".hydra", "checkpoints", record.FILE))
 
 
 class RunPlacement(Callback):
