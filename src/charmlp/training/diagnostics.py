@@ -167,3 +167,12 @@ def layout(saturated: float) -> dict[str, dict[str, list]]:
             "gradient norm (and clipping, when on)": multiline(r"diag/grad_norm", r"diag/clipped"),
         }
     }
+
+
+def write_reading(writer: Any, reading: Reading) -> None:
+    """A reading's histograms and saturation maps into one TensorBoard writer (its scalars go with the others)."""
+    for tag, values in reading.values.items():
+        if (buckets := histogram(values)) is not None:
+            writer.add_histogram_raw(tag, **buckets, global_step=reading.step)
+    for tag, image in reading.maps.items():
+        writer.add_image(tag, image, global_step=reading.step, dataformats="HW")

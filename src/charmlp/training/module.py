@@ -21,7 +21,7 @@ from charmlp.model.network import build_network
 from charmlp.sampling.checkpoint import upgrade_state_dict
 from charmlp.training import lightning_internals, updates
 from charmlp.training.config import instantiate_group
-from charmlp.training.diagnostics import Diagnostics, Reading, histogram
+from charmlp.training.diagnostics import Diagnostics, Reading, write_reading
 from charmlp.training.diagnostics import layout as diagnostics_layout
 from charmlp.training.resume import carry_over, check_resumable
 
@@ -61,14 +61,7 @@ class CharLMModule(L.LightningModule):
         super().__init__()
         if updates_per_step < 1:
             raise CharmlpError(f"updates_per_step must be at least 1, got {updates_per_step}")
-        if gradient_clip_val is not None and not 0 < gradient_clip_val < math.inf:
-            raise CharmlpError(
-                f"trainer.gradient_clip_val must be positive (or null: no clipping), got {gradient_clip_val}"
-            )
-        if gradient_clip_algorithm not in ("norm", "value"):
-            raise CharmlpError(
-                f"trainer.gradient_clip_algorithm must be norm or value, got {gradient_clip_algorithm!r}"
-            )
+        updates.check_clipping(gradient_clip_val, gradient_clip_algorithm)
         # plain containers only, so checkpoints load with torch.load(weights_only=True)
         self.save_hyperparameters(ignore=["diagnostics"])  # how a run is watched is not part of the model
         self.automatic_optimization = False
@@ -163,11 +156,7 @@ class CharLMModule(L.LightningModule):
     def _log_reading(self, reading: Reading) -> None:
         self.log_scalars(reading.scalars, step=reading.step)
         for writer in self._tensorboards():
-            for tag, values in reading.values.items():
-                if (buckets := histogram(values)) is not None:
-                    writer.add_histogram_raw(tag, **buckets, global_step=reading.step)
-            for tag, image in reading.maps.items():
-                writer.add_image(tag, image, global_step=reading.step, dataformats="HW")
+            write_reading(writer, reading)
 
     def _tensorboards(self) -> list[Any]:
         return [logger.experiment for logger in self.loggers if isinstance(logger, TensorBoardLogger)]

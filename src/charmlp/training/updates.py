@@ -12,12 +12,14 @@ more than an update of these small models, so the cheapest path that is still ex
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+from charmlp.errors import CharmlpError
 from charmlp.model.lecture import LectureMLP
 from charmlp.training import lightning_internals
 
@@ -85,6 +87,14 @@ class LightningManual:
             self.module.clip_gradients(self.optimizer, self.clip_val, self.clip_algorithm)
         self.optimizer.step()
         return loss.detach()
+
+
+def check_clipping(clip_val: float | None, clip_algorithm: str) -> None:
+    """trainer.gradient_clip_val and _algorithm as LightningManual clips by them, or one line saying what is wrong."""
+    if clip_val is not None and not 0 < clip_val < math.inf:
+        raise CharmlpError(f"trainer.gradient_clip_val must be positive (or null: no clipping), got {clip_val}")
+    if clip_algorithm not in ("norm", "value"):
+        raise CharmlpError(f"trainer.gradient_clip_algorithm must be norm or value, got {clip_algorithm!r}")
 
 
 def choose(
