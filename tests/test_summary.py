@@ -103,6 +103,12 @@ def summarise(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
+def test_the_old_command_name_gives_the_same_tables(sweep_dir):
+    new = summarise(str(sweep_dir), cwd=sweep_dir.parent)
+    old = subprocess.run([sys.executable, "-m", "charmlp.summary", str(sweep_dir)], capture_output=True, text=True)
+    assert new.returncode == old.returncode == 0 and old.stdout == new.stdout and "## Runs" in new.stdout
+
+
 def test_the_summary_command_groups_runs_inside_and_outside_sweeps(sweep_dir):
     """A sweep directory searched for its jobs, plus a run of its own (threads, paths and resume overrides aside,
     the configuration of job 3): markdown on stdout, and the grouped table as CSV."""
