@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from charmlp.sampling.checkpoint import load_trained, network_state, upgrade_state_dict
-from tests.conftest import ROOT, run_script
+from charmlp.training.run import run
+from tests.conftest import ROOT, compose_cfg, run_script
 
 FIXTURES = ROOT / "tests" / "fixtures"
 MODEL = {
@@ -58,16 +59,8 @@ def test_an_old_checkpoint_resumes_to_the_weights_b040acf_reached(family, tmp_pa
     words = tmp_path / "words.txt"
     shutil.copy(FIXTURES / "b040acf_words.txt", words)
     args = [f"data.path={words}", "data.batch_size=8", "threads=1", "trainer.val_check_interval=100", "seed=5"]
-    resumed = run_script(
-        "train.py",
-        *MODEL[family],
-        *args,
-        "trainer.max_steps=400",
-        "~logger",
-        f"ckpt_path={FIXTURES / f'b040acf_{family}.ckpt'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ckpt = FIXTURES / f"b040acf_{family}.ckpt"
+    run(compose_cfg(tmp_path / "run", *MODEL[family], *args, "trainer.max_steps=400", "~logger", f"ckpt_path={ckpt}"))
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(name.startswith("net.") for name in state)  # written in today's names
     assert weights_digest(network_state(state)) == EXPECTED[family][2]
