@@ -4,7 +4,7 @@ hand (makemore part 4's gradients): the network of model=mlp (charmlp.model.fami
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from charmlp.model import families
-from charmlp.model import layers as L
 from charmlp.model.network import LayerNet
 
 TANH_GAIN = 5 / 3  # keeps tanh pre-activations at unit scale under the "scaled" init
@@ -52,8 +51,8 @@ class LectureMLP(LayerNet):
             self._scale_init()
 
     @classmethod
-    def from_config(cls, model: Mapping[str, Any], stack: Sequence[L.Layer]) -> LectureMLP:
-        """model=mlp's network from its config (the registry has validated it; the layers are rebuilt alike)."""
+    def from_config(cls, model: Mapping[str, Any]) -> LectureMLP:
+        """model=mlp's network from its config (its __init__ builds and checks the layers through the registry)."""
         keys = ("vocab_size", "block_size", "emb_dim", "hidden_dim", "num_hidden", "dropout", "init", "fold_embedding")
         return cls(**{k: model[k] for k in keys if k in model})
 

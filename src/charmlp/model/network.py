@@ -52,8 +52,9 @@ class LayerNet(nn.Module):
         self._bound: list[tuple[L.Layer, dict[str, torch.Tensor]]] | None = None
 
     @classmethod
-    def from_config(cls, model: Mapping[str, Any], stack: Sequence[L.Layer]) -> LayerNet:
+    def from_config(cls, model: Mapping[str, Any]) -> LayerNet:
         """The network of a config's validated layers (families.layers_of), freshly initialised."""
+        stack = layers_of(model, model["vocab_size"], model["block_size"])
         return cls(stack, model["block_size"], fold_embedding=model.get("fold_embedding", False))
 
     def _apply(self, fn, recurse=True):  # .to(device) replaces buffers: look them up afresh
@@ -113,4 +114,4 @@ def build_network(model: Mapping[str, Any]) -> LayerNet:
     family = family_of(model)
     module, _, name = family.network.partition(":")
     network = getattr(importlib.import_module(module), name)
-    return network.from_config(model, layers_of(model, model["vocab_size"], model["block_size"]))
+    return network.from_config(model)  # each class builds its layers through the registry, once
