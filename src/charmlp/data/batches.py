@@ -4,6 +4,7 @@ tensors, no Lightning (charmlp.training.datamodule serves them)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -11,27 +12,38 @@ UNSEEN_SPLITS = ("val", "test")  # held-out splits whose loss is also given on u
 
 
 class MinibatchSampler:
-    """Random minibatches of the train windows, one per SGD update, drawn on the device the windows live on.
+    """Random minibatches of the train windows (or words), one per SGD update, drawn on the device they live on.
 
     `draw(n)` draws n updates' minibatches in one go (one index draw, one gather): the same numbers as n
     separate draws on the CPU generator, at a fraction of the per-call cost. The generator's state after
     a draw is what a checkpoint saves, so resume continues the same sequence.
+
+    Whole words (Y of shape (words, block_size)) are cut per update to the batch's longest word + 1: the sequence
+    families are causal, so the padding past it changes no prediction, and it costs a third of an update's time.
     """
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
         self.X, self.Y, self.batch_size, self.generator = X, Y, batch_size, generator
+        self.lengths = (Y >= 0).sum(1) if Y.ndim == 2 else None  # a word's predictions: its length + 1
 
-    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, batch_size, block_size) contexts and (n, batch_size) targets, as int64 ids."""
+    def draw(self, n: int) -> tuple[Any, Any]:
+        """(n, batch_size, block_size) contexts and (n, batch_size) targets, as int64 ids; for whole words, n
+        (batch_size, T) contexts and targets, T each batch's longest word + 1."""
         ix = torch.randint(len(self.Y), (n, self.batch_size), generator=self.generator, device=self.Y.device)
-        return self.X[ix].long(), self.Y[ix].long()
+        X, Y = self.X[ix].long(), self.Y[ix].long()
+        if self.lengths is None:
+            return X, Y
+        steps = self.lengths[ix].amax(1).tolist()
+        return [x[:, :t] for x, t in zip(X, steps)], [y[:, :t] for y, t in zip(Y, steps)]
 
 
 class SplitBatches:
-    """The whole of a split in consecutive batches (for val/test), as a sized iterable Lightning accepts."""
+    """The whole of a split in consecutive batches (for val/test), as a sized iterable Lightning accepts; a batch of
+    whole words holds batch_size // block_size of them (about as many predictions as a batch of windows)."""
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, batch_size: int) -> None:
-        self.X, self.Y, self.batch_size = X, Y, batch_size
+        self.X, self.Y = X, Y
+        self.batch_size = max(1, batch_size // Y.shape[1]) if Y.ndim == 2 else batch_size
 
     def __len__(self) -> int:
         return -(-len(self.Y) // self.batch_size)

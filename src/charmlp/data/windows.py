@@ -1,4 +1,5 @@
-"""Words -> context windows (X, Y) exactly as the seed builds them, and the shuffled train/val/test split."""
+"""Words -> context windows (X, Y) exactly as the seed builds them, or whole words as sequences (the sequence
+families' data), and the shuffled train/val/test split."""
 
 from __future__ import annotations
 
@@ -87,3 +88,38 @@ def encode_stream(text: str, vocab: Vocabulary) -> torch.Tensor:
         unknown = sorted({chr(c) for c in codepoints[ids < 0].unique().tolist()})
         raise CharmlpError(f"characters {''.join(unknown)!r} are not in the vocabulary")
     return ids
+
+
+PAD = -1  # a sequence's target past its end token: no prediction (cross_entropy's ignore_index)
+MODES = ("windows", "words")
+
+
+def build_sequences(words: Sequence[str], vocab: Vocabulary, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each word as one example of `block_size` steps, as makemore.py builds them: X = '.' + word, Y = word + '.',
+    X padded with '.' and Y with PAD past the end, so every position up to the end token is a prediction.
+
+    A word of n characters gives n + 1 predictions, as its n + 1 context windows do, so losses per character are
+    comparable between the two modes.
+    """
+    longest = max((len(w) for w in words), default=0)
+    if longest + 1 > block_size:
+        raise CharmlpError(
+            f"data.block_size={block_size} is too short for whole words: the longest has {longest} characters; "
+            f"set data.block_size={longest + 1} or more (or null: the longest word + 1)"
+        )
+    X = torch.zeros(len(words), block_size, dtype=index_dtype(len(vocab)))
+    Y = torch.full((len(words), block_size), PAD, dtype=torch.int16 if len(vocab) <= 2**15 else torch.int64)
+    if words:
+        ids = encode_stream("".join(w + BOUNDARY for w in words), vocab)
+        lengths = torch.tensor([len(w) + 1 for w in words])
+        row = torch.repeat_interleave(torch.arange(len(words)), lengths)
+        col = torch.arange(len(ids)) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        Y[row, col] = ids.to(Y.dtype)
+        keep = col + 1 < block_size  # X is Y shifted right by one, '.' first
+        X[row[keep], col[keep] + 1] = ids[keep].to(X.dtype)
+    return X, Y
+
+
+def longest_sequence(words: Sequence[str]) -> int:
+    """The block size that holds every word with its start and end token: the longest word + 1."""
+    return max((len(w) for w in words), default=0) + 1

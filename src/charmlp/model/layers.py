@@ -19,7 +19,7 @@ Inputs flow as (batch, time, channels) until a flatten leaves one time step, the
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,17 +61,20 @@ class Layer:
 
 @dataclass
 class Embedding(Layer):
-    """A lookup table: ids (batch, time) -> (batch, time, dim). makemore's C."""
+    """A lookup table: ids (batch, time) -> (batch, time, dim). makemore's C; N(0, 1) * std (std 0: the bigram's
+    table of zeros)."""
 
     num: int
     dim: int
+    std: float = 1.0
     kind: ClassVar[str] = "embedding"
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.num, self.dim)}
 
     def init(self, torch: Any) -> dict[str, Any]:
-        return {"weight": torch.randn(self.num, self.dim)}
+        weight = torch.randn(self.num, self.dim)
+        return {"weight": weight if self.std == 1 else weight * self.std}
 
     def out_shape(self, shape: Shape) -> Shape:
         return Shape(shape.time, self.dim)
@@ -103,19 +106,28 @@ class FlattenConsecutive(Layer):
 
 @dataclass
 class Linear(Layer):
-    """x @ weight (+ bias) on the last dim. weight ~ N(0, 1) * std, std = gain / sqrt(fan_in) unless given."""
+    """x @ weight (+ bias) on the last dim. init=normal: weight ~ N(0, 1) * std, std = gain / sqrt(fan_in) unless
+    given, bias 0; init=uniform: torch's nn.Linear default (makemore.py's), weight and bias ~ U(-b, b), b =
+    1 / sqrt(fan_in)."""
 
     fan_in: int
     fan_out: int
     bias: bool = True
     gain: float = 1.0
     std: float | None = None
+    init_as: str = "normal"
     kind: ClassVar[str] = "linear"
+
+    def __post_init__(self) -> None:
+        if self.init_as not in ("normal", "uniform"):
+            raise CharmlpError(f"linear init must be normal or uniform (torch's default), got {self.init_as!r}")
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.fan_in, self.fan_out)} | ({"bias": (self.fan_out,)} if self.bias else {})
 
     def init(self, torch: Any) -> dict[str, Any]:
+        if self.init_as == "uniform":
+            return uniform_init(torch, self.shapes(), self.fan_in)
         std = self.std if self.std is not None else self.gain / math.sqrt(self.fan_in)
         weight = torch.randn(self.fan_in, self.fan_out) * std
         return {"weight": weight} | ({"bias": torch.zeros(self.fan_out)} if self.bias else {})
@@ -188,11 +200,55 @@ class BatchNorm1d(Layer):
 
 
 @dataclass
-class Tanh(Layer):
+class Nonlinearity(Layer):
+    """An elementwise nonlinearity: diagnostics read its output (activation and gradient statistics), and where its
+    output has flat ends, `saturated` marks the values in them (|t| > level for tanh)."""
+
+    def saturated(self, t: Any, level: float) -> Any | None:
+        return None  # no flat ends (GELU): statistics only
+
+
+@dataclass
+class Tanh(Nonlinearity):
     kind: ClassVar[str] = "tanh"
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.tanh(x)
+
+    def saturated(self, t: Any, level: float) -> Any:
+        return t.abs() > level
+
+
+@dataclass
+class Sigmoid(Nonlinearity):
+    kind: ClassVar[str] = "sigmoid"
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return xp.sigmoid(x)
+
+    def saturated(self, t: Any, level: float) -> Any:
+        return (2 * t - 1).abs() > level  # the tanh view: sigmoid(x) = (1 + tanh(x / 2)) / 2
+
+
+@dataclass
+class Relu(Nonlinearity):
+    kind: ClassVar[str] = "relu"
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return (x > 0) * x
+
+    def saturated(self, t: Any, level: float) -> Any:
+        return t <= 0  # its flat end: no gradient passes
+
+
+@dataclass
+class Gelu(Nonlinearity):
+    """makemore.py's (and GPT-2's) GELU, the tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    kind: ClassVar[str] = "gelu"
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return xp.gelu(x)
 
 
 @dataclass
@@ -211,14 +267,197 @@ class Dropout(Layer):
         return xp.dropout(x, self.p) if training and self.p else x
 
 
+@dataclass
+class Position(Layer):
+    """Adds a learned vector per position (makemore.py's wpe, N(0, 1)): (batch, T, C) + weight[:T]."""
+
+    steps: int
+    channels: int
+    kind: ClassVar[str] = "position"
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"weight": (self.steps, self.channels)}
+
+    def init(self, torch: Any) -> dict[str, Any]:
+        return {"weight": torch.randn(self.steps, self.channels)}
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return x + p["weight"][: x.shape[1]]
+
+
+@dataclass
+class LayerNorm(Layer):
+    """Normalises each vector over its channels (biased variance, eps), then gamma * . + beta (Ba et al. 2016)."""
+
+    channels: int
+    eps: float = 1e-5
+    kind: ClassVar[str] = "layernorm"
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"gamma": (self.channels,), "beta": (self.channels,)}
+
+    def init(self, torch: Any) -> dict[str, Any]:
+        return {"gamma": torch.ones(self.channels), "beta": torch.zeros(self.channels)}
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return xp.layer_norm(x, p["gamma"], p["beta"], self.eps)
+
+
+@dataclass
+class CausalAverage(Layer):
+    """makemore.py's causal bag of words: position t becomes the mean of positions 0..t (no parameters)."""
+
+    kind: ClassVar[str] = "causal_average"
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return xp.causal_mean(x)
+
+
+@dataclass
+class Attention(Layer):
+    """Causal multi-head self-attention (Vaswani et al. 2017) on queries, keys and values side by side: (batch, T,
+    3C) -> (batch, T, C). Each of `heads` heads of C / heads channels: softmax(q k^T / sqrt(C / heads) + causal
+    mask) v. The projections around it are linear layers (makemore.py's c_attn before, c_proj after)."""
+
+    channels: int  # C, a third of the input's
+    heads: int
+    kind: ClassVar[str] = "attention"
+
+    def __post_init__(self) -> None:
+        if self.heads < 1 or self.channels % self.heads:
+            raise CharmlpError(f"attention needs heads >= 1 dividing its {self.channels} channels, got {self.heads}")
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if shape.time is None or shape.channels != 3 * self.channels:
+            raise CharmlpError("attention needs time steps of queries, keys and values (a linear layer of out 3C)")
+        return Shape(shape.time, self.channels)
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        B, T, _ = x.shape
+        C, hs = self.channels, self.channels // self.heads
+        q, k, v = (x[..., i * C : (i + 1) * C].reshape(B, T, self.heads, hs).swapaxes(1, 2) for i in range(3))
+        return xp.causal_attention(q, k, v).swapaxes(1, 2).reshape(B, T, C)
+
+
+@dataclass
+class Recurrent(Layer):
+    """makemore.py's RNN (Mikolov 2010) or GRU (Cho et al. 2014) over the time steps: (batch, T, C) -> (batch, T, H).
+
+    rnn: h_t = tanh([x_t, h_t-1] W + b). gru: z, r = sigmoid([x_t, h_t-1] W_zr + b_zr), hbar = tanh([x_t, r h_t-1]
+    W_h + b_h), h_t = (1 - z) h_t-1 + z hbar. h_0 is the learned `start`. Each gate is one (C + H, H) linear map as
+    makemore.py's (torch's default init); they are stored side by side, z, r, hbar, in one weight. The x_t half of
+    every gate is computed for all steps at once: only the h half is a product per step.
+    """
+
+    channels: int
+    hidden: int
+    cell: str = "rnn"
+    kind: ClassVar[str] = "recurrent"
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("rnn", "gru"):
+            raise CharmlpError(f"recurrent cell must be rnn or gru, got {self.cell!r}")
+
+    @property
+    def gates(self) -> int:
+        return 3 if self.cell == "gru" else 1
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        width = self.gates * self.hidden
+        return {"start": (self.hidden,), "weight": (self.channels + self.hidden, width), "bias": (width,)}
+
+    def init(self, torch: Any) -> dict[str, Any]:
+        shapes = self.shapes()
+        values = uniform_init(torch, {"weight": shapes["weight"], "bias": shapes["bias"]}, self.channels + self.hidden)
+        return {"start": torch.zeros(self.hidden), **values}
+
+    def out_shape(self, shape: Shape) -> Shape:
+        if shape.time is None:
+            raise CharmlpError("a recurrent layer needs time steps (it comes before any flatten)")
+        return Shape(shape.time, self.hidden)
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        B, T, C = x.shape
+        H, w = self.hidden, p["weight"]
+        inputs = (x.reshape(B * T, C) @ w[:C] + p["bias"]).reshape(B, T, -1)  # every step's x_t half at once
+        w_h, h = w[C:], p["start"]
+        w_zr, w_hbar = w_h[:, : 2 * H], w_h[:, 2 * H :]
+        states = []
+        for t in range(T):
+            a = inputs[:, t]
+            if self.cell == "rnn":
+                h = xp.tanh(a + h @ w_h)
+            else:
+                zr = xp.sigmoid(a[:, : 2 * H] + h @ w_zr)
+                z, r = zr[:, :H], zr[:, H:]
+                h = h + z * (xp.tanh(a[:, 2 * H :] + (r * h) @ w_hbar) - h)
+            states.append(h)
+        return xp.stack(states, 1)
+
+    def saturated(self, t: Any, level: float) -> Any:
+        return t.abs() > level  # h is tanh's (the GRU's a mix of tanh values): bounded by 1
+
+
+@dataclass
+class Residual(Layer):
+    """x + body(x) (He et al. 2016): the body's layers, which keep x's shape, as a branch beside the identity."""
+
+    body: list[Layer] = field(default_factory=list)
+    kind: ClassVar[str] = "residual"
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return x + forward(p["body"], xp, x, training)
+
+
 KINDS: dict[str, type[Layer]] = {
-    cls.kind: cls for cls in (Embedding, FlattenConsecutive, Linear, BatchNorm1d, Tanh, Dropout)
+    cls.kind: cls
+    for cls in (
+        Embedding,
+        FlattenConsecutive,
+        Linear,
+        BatchNorm1d,
+        Tanh,
+        Sigmoid,
+        Relu,
+        Gelu,
+        Dropout,
+        Position,
+        LayerNorm,
+        CausalAverage,
+        Attention,
+        Recurrent,
+        Residual,
+    )
 }
+MACROS = ("repeat",)  # {layer: repeat, times: N or null, body: [...]}: the body's layers N times, in place
+
+
+def uniform_init(torch: Any, shapes: Mapping[str, tuple[int, ...]], fan_in: int) -> dict[str, Any]:
+    """torch's default init of nn.Linear (makemore.py's): every value ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1 / math.sqrt(fan_in)
+    return {role: torch.empty(shape).uniform_(-bound, bound) for role, shape in shapes.items()}
+
+
+def walk(layers: Sequence[Layer]) -> Iterator[Layer]:
+    """Every layer, a residual's body layers after it (the layers that hold parameters, and what diagnostics read)."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from walk(layer.body)
 
 
 def bind(layers: Sequence[Layer], state: Mapping[str, Any]) -> list[tuple[Layer, dict[str, Any]]]:
-    """Each layer with its parameters and buffers by role, looked up once by their state-dict names."""
-    return [(layer, {role: state[key] for role, key in layer.keys.items()}) for layer in layers]
+    """Each layer with its parameters and buffers by role, looked up once by their state-dict names (a residual:
+    its bound body under "body")."""
+    return [
+        (
+            layer,
+            {"body": bind(layer.body, state)}
+            if isinstance(layer, Residual)
+            else {r: state[k] for r, k in layer.keys.items()},
+        )
+        for layer in layers
+    ]
 
 
 def forward(
@@ -228,79 +467,194 @@ def forward(
     training: bool = False,
     trace: list[tuple[Layer, Any]] | None = None,
 ) -> Any:
-    """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output."""
+    """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output (a residual's
+    body layers too, before the residual's sum)."""
     for layer, params in bound:
-        x = layer.forward(xp, params, x, training)
+        if trace is not None and isinstance(layer, Residual):
+            x = x + forward(params["body"], xp, x, training, trace)
+        else:
+            x = layer.forward(xp, params, x, training)
         if trace is not None:
             trace.append((layer, x))
     return x
 
 
-def build(specs: Sequence[Mapping[str, Any]], vocab_size: int, block_size: int) -> list[Layer]:
-    """Layers from the config's list, each sized by the one before it; names its state `layers.I.ROLE`.
+def output_shape(layers: Sequence[Layer], block_size: int) -> Shape:
+    shape = Shape(block_size, 0)
+    for layer in layers:
+        shape = layer.out_shape(shape)
+    return shape
 
-    `embedding` needs `dim` (its rows are the vocabulary), `flatten` takes `n` (default: all time steps),
-    `linear` takes `out` (default: the vocabulary), `bias`, `gain` or `std`; `batchnorm` takes `eps`,
-    `momentum`, `spread`; `dropout` takes `p`. The last layer must give one vector of vocabulary logits.
+
+def predicts_every_step(layers: Sequence[Layer], block_size: int) -> bool:
+    """True for the sequence families (logits at every position of a word), False for one prediction per window."""
+    return output_shape(layers, block_size).time is not None
+
+
+def build(specs: Sequence[Mapping[str, Any]], vocab_size: int, block_size: int) -> list[Layer]:
+    """Layers from the config's list, each sized by the one before it; names its state `layers.I.ROLE` (a residual's
+    body layers `layers.I.J.ROLE`).
+
+    `embedding` takes `dim` (default: the vocabulary, the bigram's table) and `std`; `flatten` takes `n` (default:
+    all time steps); `linear` takes `out` (default: the vocabulary), `bias`, `gain` or `std`, `init` (normal or
+    uniform); `batchnorm` takes `eps`, `momentum`, `spread`; `layernorm` `eps`; `dropout` `p`; `attention` `heads`;
+    `recurrent` `hidden` and `cell` (rnn, gru); `residual` a `body` list; `repeat` (in place) `times` (null: until
+    one time step is left, a WaveNet's log2(block_size) levels) and a `body` list. The last layer must give
+    vocabulary logits: one vector per example (a window), or one per time step (a sequence family).
     """
     if not specs:
         raise CharmlpError("model.layers is empty: list the layers, first an embedding")
-    layers, shape = [], Shape(block_size, 0)
-    for i, spec in enumerate(specs):
-        where = f"model.layers[{i}]"
-        if not isinstance(spec, Mapping) or spec.get("layer") not in KINDS:
-            got = spec.get("layer") if isinstance(spec, Mapping) else spec
-            raise CharmlpError(f"{where}: unknown layer {got!r}; known: {', '.join(KINDS)}")
-        args = {k: v for k, v in spec.items() if k != "layer"}
-        try:
-            layer = _make(spec["layer"], args, shape, vocab_size, i)
-        except TypeError as err:
-            raise CharmlpError(f"{where} ({spec['layer']}): {err}") from None
-        except CharmlpError as err:
-            raise CharmlpError(f"{where}: {err}") from None
-        sizes = [getattr(layer, "n", 1), *(d for dims in layer.shapes().values() for d in dims)]
-        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in sizes):
-            raise CharmlpError(f"{where} ({spec['layer']}): sizes must be positive integers, got {spec}")
-        try:
-            shape = layer.out_shape(shape)
-        except CharmlpError as err:
-            raise CharmlpError(f"{where}: {err}{_block_size_hint(specs, block_size)}") from None
-        layer.keys = {role: f"layers.{i}.{role}" for role in layer.shapes()}
-        layer.name = f"layers.{i}"
-        layers.append(layer)
-    if shape != Shape(None, vocab_size):
+    layers, shape = _build_list(specs, Shape(block_size, 0), vocab_size, "model.layers", specs, block_size, first=True)
+    for i, layer in enumerate(layers):
+        _rename(layer, f"layers.{i}")
+    if shape not in (Shape(None, vocab_size), Shape(block_size, vocab_size)):
         hint = _block_size_hint(specs, block_size) if shape.time else ""
         raise CharmlpError(
             f"model.layers end in {shape.time or 1} step(s) of {shape.channels}: the last layer must give "
-            f"{vocab_size} logits (one vector per example; end with a linear layer without `out`){hint}"
+            f"{vocab_size} logits, one vector per example or one per time step (end with a linear layer without "
+            f"`out`){hint}"
         )
     return layers
 
 
+def _build_list(
+    specs: Sequence[Any],
+    shape: Shape,
+    vocab_size: int,
+    where: str,
+    top: Sequence[Mapping[str, Any]],
+    block_size: int,
+    first: bool,
+) -> tuple[list[Layer], Shape]:
+    """The layers of one list (the config's, or a body's) from the shape that flows into it, not yet named."""
+    layers: list[Layer] = []
+    for i, spec in enumerate(specs):
+        here = f"{where}[{i}]"
+        if isinstance(spec, Mapping) and spec.get("layer") in MACROS:
+            times, body = spec.get("times"), spec.get("body")
+            if not isinstance(body, Sequence) or isinstance(body, str) or not body:
+                raise CharmlpError(f"{here} (repeat): give its layers as a non-empty `body` list")
+            if times is not None and (not isinstance(times, int) or isinstance(times, bool) or times < 1):
+                raise CharmlpError(f"{here} (repeat): times must be a positive integer or null, got {times!r}")
+            count = 0
+            while (count < times) if times is not None else shape.time is not None:
+                before = shape
+                more, shape = _build_list(body, shape, vocab_size, f"{here}.body", top, block_size, first=False)
+                if times is None and shape.time == before.time:
+                    raise CharmlpError(f"{here} (repeat): times null needs a body that joins time steps (a flatten)")
+                layers += more  # in place: the list numbers as if written out
+                count += 1
+            continue
+        if not isinstance(spec, Mapping) or spec.get("layer") not in KINDS:
+            got = spec.get("layer") if isinstance(spec, Mapping) else spec
+            raise CharmlpError(f"{here}: unknown layer {got!r}; known: {', '.join([*KINDS, *MACROS])}")
+        args = {k: v for k, v in spec.items() if k != "layer"}
+        try:
+            if spec["layer"] == "residual":
+                body_specs = args.pop("body", None)
+                if args:
+                    raise TypeError(f"unexpected keys {sorted(args)}")
+                if not isinstance(body_specs, Sequence) or isinstance(body_specs, str) or not body_specs:
+                    raise CharmlpError("give the residual's layers as a non-empty `body` list")
+                body, out = _build_list(body_specs, shape, vocab_size, f"{here}.body", top, block_size, first=False)
+                if out != shape:
+                    raise CharmlpError(f"its body turns {_show(shape)} into {_show(out)}: it must keep the shape")
+                layer: Layer = Residual(body)
+            else:
+                layer = _make(spec["layer"], args, shape, vocab_size, block_size, first=first and not layers)
+        except TypeError as err:
+            raise CharmlpError(f"{here} ({spec['layer']}): {err}") from None
+        except CharmlpError as err:
+            raise CharmlpError(str(err) if str(err).startswith(where) else f"{here}: {err}") from None
+        sizes = [getattr(layer, name, 1) for name in ("n", "heads", "hidden", "dim")]
+        sizes += [d for dims in layer.shapes().values() for d in dims]
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in sizes):
+            raise CharmlpError(f"{here} ({spec['layer']}): sizes must be positive integers, got {dict(spec)}")
+        try:
+            shape = layer.out_shape(shape)
+        except CharmlpError as err:
+            raise CharmlpError(f"{here}: {err}{_block_size_hint(top, block_size)}") from None
+        layers.append(layer)
+    return layers, shape
+
+
+def _rename(layer: Layer, name: str) -> None:
+    """Names a layer and its state (`name.ROLE`), a residual's body below it (`name.J`)."""
+    layer.name = name
+    layer.keys = {role: f"{name}.{role}" for role in layer.shapes()}
+    if isinstance(layer, Residual):
+        for j, inner in enumerate(layer.body):
+            _rename(inner, f"{name}.{j}")
+
+
+def _show(shape: Shape) -> str:
+    return f"{shape.time} steps of {shape.channels}" if shape.time else f"one vector of {shape.channels}"
+
+
+def _joined(specs: Sequence[Any]) -> int | None:
+    """How many time steps a list's fixed flattens join (a repeat of null times: None, a power of its body's)."""
+    need = 1
+    for s in specs:
+        if not isinstance(s, Mapping):
+            continue
+        if s.get("layer") == "flatten" and isinstance(s.get("n"), int):
+            need *= s["n"]
+        elif s.get("layer") in MACROS and isinstance(s.get("body"), Sequence):
+            inner = _joined(s["body"])
+            if s.get("times") is None:
+                return None if inner and inner > 1 else need
+            if inner is None or not isinstance(s.get("times"), int):
+                return None
+            need *= inner ** s["times"]
+    return need
+
+
 def _block_size_hint(specs: Sequence[Mapping[str, Any]], block_size: int) -> str:
     """For layers whose flattens join a fixed number of steps (a WaveNet's n=2 levels): the block size they fit."""
-    need = math.prod(int(s["n"]) for s in specs if s.get("layer") == "flatten" and isinstance(s.get("n"), int))
-    return f"; these layers join {need} time steps: set data.block_size={need} (it is {block_size})" if need > 1 else ""
+    need = _joined(specs)
+    if need is None:
+        return (
+            f"; a repeat of null times joins pairs until one step is left: data.block_size must be a power of two "
+            f"(4, 8, 16, ...; it is {block_size}), or set the number of levels (model.levels for model=wavenet)"
+        )
+    if need > 1:
+        return f"; these layers join {need} time steps: set data.block_size={need} (it is {block_size})"
+    return ""
 
 
-def _make(kind: str, args: dict[str, Any], shape: Shape, vocab_size: int, index: int) -> Layer:
+def _make(kind: str, args: dict[str, Any], shape: Shape, vocab_size: int, block_size: int, first: bool) -> Layer:
     if kind == "embedding":
-        if index:
+        if not first:
             raise CharmlpError("an embedding can only be the first layer")
-        return Embedding(vocab_size, **args)
-    if index == 0:
+        return Embedding(vocab_size, args.pop("dim", vocab_size), **args)
+    if first:
         raise CharmlpError("the first layer must be an embedding (the input is character ids)")
     if kind == "flatten":
         n = args.pop("n", None)
         return FlattenConsecutive(shape.time or 1 if n is None else n, **args)
     if kind == "linear":
         out = args.pop("out", None)
-        return Linear(shape.channels, vocab_size if out is None else out, **args)
-    if kind == "batchnorm":
-        return BatchNorm1d(shape.channels, **args)
+        init = args.pop("init", "normal")
+        return Linear(shape.channels, vocab_size if out is None else out, init_as=init, **args)
+    if kind in ("batchnorm", "layernorm"):
+        return KINDS[kind](shape.channels, **args)
+    if kind == "position":
+        if shape.time is None:
+            raise CharmlpError("a position embedding needs time steps (it comes before any flatten)")
+        return Position(block_size, shape.channels, **args)
+    if kind == "attention":
+        if shape.channels % 3:
+            raise CharmlpError(
+                f"attention needs queries, keys and values side by side (3C channels), got {shape.channels}"
+            )
+        return Attention(shape.channels // 3, **args)
+    if kind == "recurrent":
+        return Recurrent(shape.channels, **args)
     return KINDS[kind](**args)
 
 
 def parameter_count(layers: Sequence[Layer]) -> int:
     """Trained numbers (running statistics left out): 76,579 for part 5's WaveNet on 27 characters."""
-    return sum(math.prod(s) for layer in layers for role, s in layer.shapes().items() if role not in layer.buffers)
+    return sum(
+        math.prod(s) for layer in walk(layers) for role, s in layer.shapes().items() if role not in layer.buffers
+    )

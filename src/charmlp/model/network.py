@@ -36,7 +36,7 @@ class LayerNet(nn.Module):
                 "model.fold_embedding=true needs the layers to start embedding, flatten, linear; set it to false"
             )
         self.fold_embedding = bool(fold_embedding)
-        for layer in self.stack:
+        for layer in L.walk(self.stack):  # a residual's body layers hold its parameters
             initial = layer.init(torch) if values is None else {r: values[k] for r, k in layer.keys.items()}
             for role, key in layer.keys.items():
                 *path, name = key.split(".")
@@ -74,7 +74,7 @@ class LayerNet(nn.Module):
 
     @property
     def has_running_stats(self) -> bool:
-        return any(layer.buffers for layer in self.stack)
+        return any(layer.buffers for layer in L.walk(self.stack))
 
     def forward(self, idx: torch.Tensor, trace: list | None = None) -> torch.Tensor:
         """idx: (batch, block_size) integer ids -> logits (batch, vocab_size); `trace` as in layers.forward

@@ -2,7 +2,8 @@
 
 charmlp.model.layers writes each forward once over an array module `xp`: numpy for sample.py, this module for
 training. It reads as torch (`xp.tanh`, `xp.no_grad`, ...) and adds `dropout`, which only training runs, so the
-layer library itself never imports torch.
+layer library itself never imports torch, and the primitives whose torch form is one fused call (GELU, layer norm,
+causal attention, the causal mean), each beside its numpy twin in charmlp.model.numpy_ops, tested equal.
 """
 
 from __future__ import annotations
@@ -39,3 +40,25 @@ def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
     threshold = min(round(p * 2**DROPOUT_BITS), 2**DROPOUT_BITS - 1)  # p near 1 still keeps a few
     keep = uniform >= threshold
     return h * keep.to(h.dtype).mul_(2**DROPOUT_BITS / (2**DROPOUT_BITS - threshold))
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation in one call (makemore.py's NewGELU):
+    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return F.gelu(x, approximate="tanh")
+
+
+def layer_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+    """(x - mean) / sqrt(biased var + eps) over the last dim, * gamma + beta."""
+    return F.layer_norm(x, (x.shape[-1],), gamma, beta, eps)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head size) + mask above the diagonal at -inf) v, per head: (B, heads, T, hs)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def causal_mean(x: torch.Tensor) -> torch.Tensor:
+    """Position t of (B, T, C) -> the mean of positions 0..t."""
+    steps = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)
+    return x.cumsum(1) / steps[:, None]

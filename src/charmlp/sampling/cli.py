@@ -165,11 +165,11 @@ def run_sample(trained: TrainedModel, options: Options) -> None:
                 f"novel=true with temperature=0: greedy decoding gives exactly 1 name for prefix={options.prefix!r}, "
                 f"{samples[0].name!r}, and it is a training word; sample with temperature>0, or try another prefix"
             )
-    for _ in range(MAX_ROUNDS if options.temperature > 0 else 0):
+    for attempt in range(MAX_ROUNDS if options.temperature > 0 else 0):
         batch = generate(
             trained.net,
             trained.vocab,
-            max(options.n - len(samples), 16) if options.unique or options.novel else options.n,
+            options.n if attempt == 0 and not (options.unique or options.novel) else max(options.n - len(samples), 16),
             rng,
             temperature=options.temperature,
             top_k=options.top_k,
@@ -177,16 +177,18 @@ def run_sample(trained: TrainedModel, options: Options) -> None:
             prefix=options.prefix,
         )
         for s in batch:
-            if options.novel and s.name in train_words or options.unique and s.name in seen:
+            # an empty name (the end token first: a barely trained model draws it) is no name: drawn again
+            if not s.name or options.novel and s.name in train_words or options.unique and s.name in seen:
                 continue
             seen.add(s.name)
             samples.append(s)
         if len(samples) >= options.n:
             break
     if len(samples) < options.n:
+        wanted = (("non-empty", True), ("distinct", options.unique), ("new", options.novel))
         raise CharmlpError(
             f"found only {len(samples)} of {options.n} names that are "
-            f"{' and '.join(w for w, on in (('distinct', options.unique), ('new', options.novel)) if on)}; "
+            f"{' and '.join(w for w, on in wanted if on)}; "
             "ask for fewer, or raise temperature"
         )
     samples = samples[: options.n]

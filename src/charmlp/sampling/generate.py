@@ -13,7 +13,7 @@ import numpy as np
 
 from charmlp.data.vocab import BOUNDARY, Vocabulary
 from charmlp.errors import CharmlpError
-from charmlp.model import families
+from charmlp.model import families, numpy_ops
 from charmlp.model import layers as layer_lib
 from charmlp.model.layers import Layer
 
@@ -26,6 +26,7 @@ class Network:
     layers: tuple[Layer, ...]
     state: Mapping[str, np.ndarray]
     block_size: int
+    sequence: bool = False  # a sequence family: logits at every position of its input (else one per window)
 
     @classmethod
     def from_state(cls, model: Mapping[str, Any], state: Mapping[str, np.ndarray], vocab_size: int) -> Network:
@@ -39,7 +40,8 @@ class Network:
             raise CharmlpError(f"block_size must be a positive integer, got {str(block_size)[:40]}")
         try:
             layers = families.layers_of(model, vocab_size, block_size)
-            wanted = {key: layer.shapes()[role] for layer in layers for role, key in layer.keys.items()}
+            wanted = {key: layer.shapes()[role] for layer in layer_lib.walk(layers) for role, key in layer.keys.items()}
+            sequence = layer_lib.predicts_every_step(layers, block_size)
         except (TypeError, ValueError, KeyError, AttributeError) as err:
             raise CharmlpError(f"the model config does not describe a network ({str(err)[:80]})") from None
         arrays = {}
@@ -47,11 +49,26 @@ class Network:
             arrays[key] = _weights(state, key)
             if arrays[key].shape != shape:
                 raise CharmlpError(f"{key} has shape {arrays[key].shape}; the model config needs {shape}")
-        return cls(tuple(layers), arrays, block_size)
+        return cls(tuple(layers), arrays, block_size, sequence)
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        """The layers' own forward in numpy: (n, block_size) windows -> (n, vocabulary) logits, or for a sequence
+        family (n, T) ids, T <= block_size -> (n, T, vocabulary)."""
+        return layer_lib.forward(layer_lib.bind(self.layers, self.state), numpy_ops, ids)
 
     def logits(self, context: np.ndarray) -> np.ndarray:
-        """context: (n, block_size) ids -> (n, vocabulary) logits."""
-        return layer_lib.forward(layer_lib.bind(self.layers, self.state), np, context)
+        """The next character's logits, (n, vocabulary), after each row of `context` (start() and then advance())."""
+        out = self.forward(context)
+        return out[:, -1] if self.sequence else out
+
+    def start(self, n: int) -> np.ndarray:
+        """n contexts before the first character: a window of '.' (block_size of them), or a sequence of one '.'."""
+        return np.zeros((n, 1 if self.sequence else self.block_size), dtype=np.int64)
+
+    def advance(self, context: np.ndarray, ix: np.ndarray) -> np.ndarray:
+        """Each context with the id drawn after it: a window slides; a sequence grows, its first ids dropped past
+        block_size (makemore.py's crop: the positions it was trained on)."""
+        return np.concatenate([context, ix.reshape(-1, 1)], axis=1)[:, -self.block_size :]
 
 
 def _weights(state: Mapping[str, np.ndarray], name: str) -> np.ndarray:
@@ -121,9 +138,9 @@ def _generate(
     prefix: str,
     prefix_ids: list[int],
 ) -> list[Sample]:
-    context = np.zeros((n, net.block_size), dtype=np.int64)
+    context = net.start(n)
     for ix in prefix_ids:  # the prefix goes in as if the model had drawn it
-        context = np.concatenate([context[:, 1:], np.full((n, 1), ix)], axis=1)
+        context = net.advance(context, np.full(n, ix))
     steps = max_len - len(prefix)
     id_type = np.min_scalar_type(len(vocab) - 1)
     drawn = np.zeros((n, min(steps, 32)), dtype=id_type)  # widened as names grow: memory follows the longest
@@ -149,7 +166,9 @@ def _generate(
             ix = np.minimum((cdf <= u).sum(axis=1), logits.shape[1] - 1)
         logprob[active] += logp[np.arange(len(active)), ix]
         drawn[active, t] = ix
-        context[active] = np.concatenate([context[active, 1:], ix[:, None]], axis=1)
+        drawn_now = np.zeros(n, dtype=np.int64)
+        drawn_now[active] = ix
+        context = net.advance(context, drawn_now)  # finished rows move on too, unread
         active = active[ix != 0]
         if not len(active):
             break
@@ -179,12 +198,50 @@ def score(net: Network, vocab: Vocabulary, words: Sequence[str]) -> list[tuple[f
     Summed over a split and divided by its predictions, this is the split's cross-entropy loss.
     """
     results: list[tuple[float, int]] = []
-    for start in range(0, len(words), 65536):
-        rows = [np.array([0] * net.block_size + encode_word(vocab, w) + [0]) for w in words[start : start + 65536]]
-        windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(r, net.block_size + 1) for r in rows])
-        logp = log_softmax(net.logits(windows[:, :-1]).astype(np.float64))
-        nll = -logp[np.arange(len(windows)), windows[:, -1]]
-        counts = [len(r) - net.block_size for r in rows]
+    step = 65536 // net.block_size if net.sequence else 65536  # about 65,536 predictions a forward pass
+    for start in range(0, len(words), step):
+        rows = [[0] + encode_word(vocab, w) + [0] for w in words[start : start + step]]
+        nll = _sequence_nll(net, rows) if net.sequence else _window_nll(net, rows)
+        counts = [len(r) - 1 for r in rows]
         sums = np.add.reduceat(nll, np.cumsum([0] + counts[:-1]))
         results.extend(zip(sums.tolist(), counts))
     return results
+
+
+def _window_nll(net: Network, rows: list[list[int]]) -> np.ndarray:
+    """Every prediction's nll, word after word: one context window each (the lecture's examples)."""
+    padded = [np.array([0] * (net.block_size - 1) + r) for r in rows]
+    windows = np.concatenate([np.lib.stride_tricks.sliding_window_view(r, net.block_size + 1) for r in padded])
+    logp = log_softmax(net.logits(windows[:, :-1]).astype(np.float64))
+    return -logp[np.arange(len(windows)), windows[:, -1]]
+
+
+def _sequence_nll(net: Network, rows: list[list[int]]) -> np.ndarray:
+    """Every prediction's nll, word after word, from the words' own forward passes (all positions at once). A word
+    longer than the model's block_size - 1 is read as generation reads it: past block_size, each prediction sees
+    the last block_size ids."""
+    fits = [len(r) - 1 <= net.block_size for r in rows]
+    short = [r for r, ok in zip(rows, fits) if ok]
+    if short:
+        T = max(len(r) for r in short) - 1
+        ids = np.zeros((len(short), T), dtype=np.int64)
+        for i, r in enumerate(short):
+            ids[i, : len(r) - 1] = r[:-1]
+        logp = log_softmax_last(net.forward(ids).astype(np.float64))
+    per_word: list[np.ndarray] = []
+    k = 0
+    for r, ok in zip(rows, fits):
+        targets = np.array(r[1:])
+        if ok:
+            per_word.append(-logp[k, np.arange(len(targets)), targets])
+            k += 1
+            continue
+        contexts = [np.array(r[max(0, t + 1 - net.block_size) : t + 1]) for t in range(len(targets))]
+        logits = np.stack([net.logits(c[None])[0] for c in contexts]).astype(np.float64)
+        per_word.append(-log_softmax(logits)[np.arange(len(targets)), targets])
+    return np.concatenate(per_word)
+
+
+def log_softmax_last(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

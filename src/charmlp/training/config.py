@@ -23,6 +23,8 @@ def register_resolvers(project_root: str | Path) -> None:
     OmegaConf.register_new_resolver("run_id", lambda: f"p{os.getpid()}", use_cache=True, replace=True)
     OmegaConf.register_new_resolver("slurm_tasks", slurm_tasks, replace=True)
     OmegaConf.register_new_resolver("slurm_gpus", slurm_gpus, replace=True)
+    # ${times:3,${model.emb_dim}}: a width that is a multiple of another (a transformer's queries, keys, values)
+    OmegaConf.register_new_resolver("times", lambda a, b: int(a) * int(b), replace=True)
 
 
 def slurm_tasks(devices: Any) -> int:

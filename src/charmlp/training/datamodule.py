@@ -11,7 +11,15 @@ import torch
 
 from charmlp.data.batches import UNSEEN_SPLITS, MinibatchSampler, SplitBatches, stream_seed, unseen_words
 from charmlp.data.vocab import Vocabulary
-from charmlp.data.windows import SPLIT_NAMES, build_windows, check_fractions, split_words
+from charmlp.data.windows import (
+    MODES,
+    SPLIT_NAMES,
+    build_sequences,
+    build_windows,
+    check_fractions,
+    longest_sequence,
+    split_words,
+)
 from charmlp.data.words import read_words
 from charmlp.errors import CharmlpError
 
@@ -19,7 +27,8 @@ log = logging.getLogger("charmlp")
 
 
 class NamesDataModule(L.LightningDataModule):
-    """Words -> Vocabulary -> 80/10/10 split -> context windows; the train loader yields a MinibatchSampler.
+    """Words -> Vocabulary -> 80/10/10 split -> context windows (mode=windows) or whole words (mode=words, the
+    sequence families'); the train loader yields a MinibatchSampler.
 
     Each Lightning training step draws from the sampler as many minibatches as it makes updates, so a
     "batch" here is the sampler itself, not a tensor.
@@ -28,17 +37,22 @@ class NamesDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: str,
-        block_size: int = 3,
+        block_size: int | None = 3,
         batch_size: int = 32,
         splits: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 42,
         seed: int = 0,
         eval_batch_size: int = 65536,
         dedup: bool = False,
+        mode: str = "windows",
     ) -> None:
         super().__init__()
+        if mode not in MODES:
+            raise CharmlpError(f"data.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if block_size is None and mode == "windows":
+            raise CharmlpError("data.block_size=null (the longest word + 1) is for data.mode=words; give a number")
         for name, value in (
-            ("data.block_size", block_size),
+            ("data.block_size", 1 if block_size is None else block_size),
             ("data.batch_size", batch_size),
             ("data.eval_batch_size", eval_batch_size),
         ):
@@ -46,7 +60,7 @@ class NamesDataModule(L.LightningDataModule):
                 raise CharmlpError(f"{name} must be at least 1, got {value}")
         self.path, self.block_size, self.batch_size = str(path), block_size, batch_size
         self.splits, self.split_seed, self.seed = check_fractions(splits), split_seed, seed
-        self.eval_batch_size, self.dedup = eval_batch_size, bool(dedup)
+        self.eval_batch_size, self.dedup, self.mode = eval_batch_size, bool(dedup), mode
         self.words: dict[str, list[str]] = {}
         self.windows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.vocab: Vocabulary | None = None
@@ -60,6 +74,8 @@ class NamesDataModule(L.LightningDataModule):
         if self.dedup:  # each word once (its first place in the file), so no val/test word is also a train word
             words = list(dict.fromkeys(words))
         vocab = Vocabulary.from_words(words)  # from all the data, so val/test hold no unknown character
+        if self.block_size is None:  # makemore.py's: every word fits, from all the data
+            self.block_size = longest_sequence(words)
         self.use_split(vocab, split_words(words, self.splits, self.split_seed))
 
     def use_split(self, vocab: Vocabulary, words: dict[str, list[str]]) -> None:
@@ -68,7 +84,10 @@ class NamesDataModule(L.LightningDataModule):
         self.vocab, self.words = vocab, {name: list(words[name]) for name in SPLIT_NAMES}
         for name in UNSEEN_SPLITS:
             self.words[f"{name}_unseen"] = unseen_words(self.words[name], self.words["train"])
-        self.windows = {name: build_windows(ws, self.vocab, self.block_size) for name, ws in self.words.items()}
+        if self.block_size is None:  # eval.py's data.path: the checkpoint's own block size is given
+            self.block_size = longest_sequence(self.words["train"])
+        build = build_sequences if self.mode == "words" else build_windows
+        self.windows = {name: build(ws, self.vocab, self.block_size) for name, ws in self.words.items()}
 
     def train_dataloader(self) -> Iterator[MinibatchSampler]:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -95,7 +114,12 @@ class NamesDataModule(L.LightningDataModule):
         state = {
             "vocab": self.vocab.to_dict(),
             "words": {name: "\n".join(self.words[name]) for name in SPLIT_NAMES},
-            "recipe": {"block_size": self.block_size, "batch_size": self.batch_size, "seed": self.seed},
+            "recipe": {
+                "block_size": self.block_size,
+                "batch_size": self.batch_size,
+                "seed": self.seed,
+                "mode": self.mode,
+            },
         }
         if self._generator is not None:
             state["generator"] = self._generator.get_state()

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from charmlp.errors import CharmlpError
 from charmlp.model import layers as L
+from charmlp.training.loss import cross_entropy
 
 
 @dataclass
@@ -97,7 +97,7 @@ class Diagnostics:
         cuda = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), torch.enable_grad(), context:
             trace: list[tuple[L.Layer, torch.Tensor]] = []
-            loss = F.cross_entropy(net(x, trace=trace).float(), y)
+            loss = cross_entropy(net(x, trace=trace).float(), y)
             acts = [(layer.name, out) for layer, out in trace if isinstance(layer, L.Tanh)]
             grads = torch.autograd.grad(loss, [a for _, a in acts] + list(params.values()), allow_unused=True)
         with torch.no_grad():

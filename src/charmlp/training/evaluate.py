@@ -19,6 +19,7 @@ from charmlp.model.network import LayerNet, build_network
 from charmlp.rundir.checkpoints import newest_checkpoint
 from charmlp.sampling.checkpoint import load_trained
 from charmlp.training.datamodule import NamesDataModule
+from charmlp.training.loss import cross_entropy, predictions
 
 
 @torch.no_grad()
@@ -30,8 +31,8 @@ def split_loss(model: LayerNet, batches: SplitBatches) -> float | None:
     total, count = 0.0, 0
     for x, y in batches:
         logits = model(x.to(device)).float()
-        total += float(torch.nn.functional.cross_entropy(logits, y.to(device), reduction="sum"))
-        count += len(y)
+        total += float(cross_entropy(logits, y.to(device), reduction="sum"))
+        count += int(predictions(y))
     return total / count if count else None
 
 

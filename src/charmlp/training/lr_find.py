@@ -15,6 +15,7 @@ from charmlp.errors import CharmlpError
 from charmlp.model.network import LayerNet
 from charmlp.training.config import instantiate_group
 from charmlp.training.datamodule import NamesDataModule
+from charmlp.training.loss import cross_entropy
 
 log = logging.getLogger("charmlp")
 
@@ -36,7 +37,7 @@ def lr_sweep(
     for x, y, exponent in zip(xs, ys, exponents.tolist()):
         for group in optimizer.param_groups:
             group["lr"] = 10**exponent
-        loss = F.cross_entropy(model(x), y)
+        loss = cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

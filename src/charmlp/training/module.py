@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from charmlp.data.batches import MinibatchSampler
@@ -23,6 +22,7 @@ from charmlp.training import lightning_internals, updates
 from charmlp.training.config import instantiate_group
 from charmlp.training.diagnostics import Diagnostics, Reading, write_reading
 from charmlp.training.diagnostics import layout as diagnostics_layout
+from charmlp.training.loss import cross_entropy, predictions
 from charmlp.training.resume import carry_over, check_resumable
 
 log = logging.getLogger("charmlp")
@@ -204,11 +204,11 @@ class CharLMModule(L.LightningModule):
         x, y = batch
         return torch.stack(
             # in float32: a sum over 65,536 examples overflows float16 (16-true), and bf16 would round it coarsely
-            [F.cross_entropy(self.net(x).float(), y, reduction="sum"), torch.tensor(float(len(y)), device=y.device)]
+            [cross_entropy(self.net(x).float(), y, reduction="sum"), predictions(y).float()]
         )
 
     def _log_split_loss(self, name: str) -> None:
-        """Mean over every example of the split (weighted by examples, not by batches)."""
+        """Mean over every prediction of the split (weighted by predictions, not by batches)."""
         loss_sum, count = torch.stack(self._eval_sums).sum(0)
         self._eval_sums.clear()
         loss = loss_sum / count

@@ -105,7 +105,11 @@ def differences(cfg: DictConfig, hparams: Mapping[str, Any], recipe: Mapping[str
             found.append(f"{name}={_show(ours)} (checkpoint: {_show(theirs)})")
 
     model = hparams.get("model") if isinstance(hparams.get("model"), Mapping) else {}
-    ours_model = {**to_plain(cfg.model), "block_size": int(cfg.data.block_size)}
+    block_size = cfg.data.get("block_size")  # null (whole words): the longest word + 1, fixed by the words compared
+    ours_model = {
+        **to_plain(cfg.model),
+        "block_size": model.get("block_size") if block_size is None else int(block_size),
+    }
     for key in sorted(set(model) | set(ours_model)):
         if key not in (*FREE_MODEL_KEYS, "vocab_size"):  # vocab_size: the data's, compared with the words
             compare("data.block_size" if key == "block_size" else f"model.{key}", ours_model.get(key), model.get(key))

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from charmlp.cluster import ddp, slurm
 from charmlp.errors import CharmlpError, Pruned, Requeued, TrainingInterrupted
+from charmlp.model.layers import predicts_every_step
 from charmlp.model.network import LayerNet
 from charmlp.rundir import record
 from charmlp.rundir.checkpoints import resolve_ckpt_path
@@ -170,7 +171,7 @@ def build_datamodule(cfg: DictConfig) -> NamesDataModule:
 
 def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharLMModule:
     model_args = {**to_plain(cfg.model), "vocab_size": len(datamodule.vocab), "block_size": datamodule.block_size}
-    return CharLMModule(
+    module = CharLMModule(
         model=model_args,
         optimizer=to_plain(cfg.optimizer),
         scheduler=to_plain(cfg.scheduler),
@@ -181,6 +182,13 @@ def build_module(cfg: DictConfig, datamodule: NamesDataModule) -> CharLMModule:
         gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm") or "norm",
         diagnostics=to_plain(cfg.diagnostics) if cfg.get("diagnostics") else None,  # ~diagnostics: off
     )
+    sequence = predicts_every_step(module.net.stack, datamodule.block_size)
+    if sequence != (datamodule.mode == "words"):
+        raise CharmlpError(
+            f"this model predicts {'at every position of a word' if sequence else 'one character per window'}: "
+            f"it trains with data.mode={'words' if sequence else 'windows'}, not data.mode={datamodule.mode}"
+        )
+    return module
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, logger: Any) -> L.Trainer:

@@ -17,11 +17,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from charmlp.errors import CharmlpError
 from charmlp.model.lecture import LectureMLP
 from charmlp.training import lightning_internals
+from charmlp.training.loss import cross_entropy
 
 
 class HandWrittenSGD:
@@ -54,7 +54,7 @@ class PlainTorch:
             lightning_internals.mark_stepped(optimizer)  # the loop below is the optimizer's step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(self.net(x), y)
+        loss = cross_entropy(self.net(x), y)
         for p in self.params:  # optimizer.zero_grad(set_to_none=True), without its profiler wrapping
             p.grad = None
         loss.backward()
@@ -80,7 +80,7 @@ class LightningManual:
         self.module, self.optimizer, self.clip_val, self.clip_algorithm = module, optimizer, clip_val, clip_algorithm
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(self.module.net(x), y)
+        loss = cross_entropy(self.module.net(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.module.manual_backward(loss)
         if self.clip_val is not None:

@@ -1,0 +1,41 @@
+"""numpy as the layer library's array module in sample.py: numpy's own functions, plus the primitives that torch
+has as one call (charmlp.model.torch_ops, their torch twins, tested equal), written out. torch-free."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def __getattr__(name: str) -> Any:
+    """Any other name is numpy's (looked up once, then kept here)."""
+    value = getattr(np, name)
+    globals()[name] = value
+    return value
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow for large -x
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred * centred).mean(-1, keepdims=True) + eps) * gamma + beta
+
+
+def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    T = q.shape[-2]
+    att = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + np.triu(np.full((T, T), -np.inf, q.dtype), 1)
+    att = np.exp(att - att.max(-1, keepdims=True))
+    return att / att.sum(-1, keepdims=True) @ v
+
+
+def causal_mean(x: np.ndarray) -> np.ndarray:
+    return x.cumsum(1) / np.arange(1, x.shape[1] + 1, dtype=x.dtype)[:, None]
