@@ -4,7 +4,9 @@ A reading is taken on the minibatch of one real update, in three steps around it
 1. before it, a side pass: the same forward in training mode (the same dropout masks: torch's generator is
    restored afterwards, so the real update draws them again; batch norm's running statistics put back) and a
    backward by `torch.autograd.grad`, which leaves every `.grad` alone. It gives the activations after each
-   tanh, the loss's gradient with respect to them, and each parameter's gradient;
+   nonlinearity (tanh, sigmoid, ReLU, GELU; a recurrent layer's states), the loss's gradient with respect to
+   them, and each parameter's gradient. Saturation is read where the output has flat ends: tanh and the
+   recurrent states |t| > level, sigmoid |2t - 1| > level, ReLU t <= 0; GELU has statistics only;
 2. the real update, untouched: a run with diagnostics ends bit-identical to one without;
 3. after it, each weight matrix against its copy from before: the update the optimizer really applied.
 
@@ -25,6 +27,9 @@ import torch
 from charmlp.errors import CharmlpError
 from charmlp.model import layers as L
 from charmlp.training.loss import cross_entropy
+
+# what a reading watches: every nonlinearity's output (tanh, sigmoid, ReLU, GELU) and each recurrent layer's states
+WATCHED = (L.Nonlinearity, L.Recurrent)
 
 
 @dataclass
@@ -98,22 +103,25 @@ class Diagnostics:
         with torch.random.fork_rng(devices=cuda), torch.enable_grad(), context:
             trace: list[tuple[L.Layer, torch.Tensor]] = []
             loss = cross_entropy(net(x, trace=trace).float(), y)
-            acts = [(layer.name, out) for layer, out in trace if isinstance(layer, L.Tanh)]
+            acts = [(layer, out) for layer, out in trace if isinstance(layer, WATCHED)]
             grads = torch.autograd.grad(loss, [a for _, a in acts] + list(params.values()), allow_unused=True)
         with torch.no_grad():
             for b, saved in zip(net.buffers(), buffers):
                 b.copy_(saved)
         act_grads, param_grads = grads[: len(acts)], dict(zip(params, grads[len(acts) :]))
         s, values = reading.scalars, reading.values
-        for (name, t), g in zip(acts, act_grads):
-            t, g = t.detach().float(), g.float()
+        for (layer, t), g in zip(acts, act_grads):
+            name, t = layer.name, t.detach().float()
+            g = torch.zeros_like(t) if g is None else g.float()  # a GRU state the loss never reads: no gradient
             s[f"diag/act_mean/{name}"], s[f"diag/act_std/{name}"] = float(t.mean()), float(t.std())
-            s[f"diag/saturation/{name}"] = float((t.abs() > self.saturated).float().mean())
-            white = (t.abs() > self.dead).reshape(-1, t.shape[-1])  # (examples [x time], units)
-            s[f"diag/dead_units/{name}"] = float(white.all(0).sum())
             s[f"diag/act_grad_std/{name}"] = float(g.std())
             values[f"diag/activations/{name}"] = t.cpu().numpy().ravel()
             values[f"diag/act_grads/{name}"] = g.cpu().numpy().ravel()
+            if layer.saturated(t, self.saturated) is None:  # GELU has no flat end: statistics only
+                continue
+            s[f"diag/saturation/{name}"] = float(layer.saturated(t, self.saturated).float().mean())
+            white = layer.saturated(t, self.dead).reshape(-1, t.shape[-1])  # (examples [x time], units)
+            s[f"diag/dead_units/{name}"] = float(white.all(0).sum())
             reading.maps[f"diag/saturation_map/{name}"] = (
                 white[: self.map_examples].cpu().numpy().astype(np.uint8) * 255
             )
