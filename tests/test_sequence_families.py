@@ -22,6 +22,7 @@ from charmlp.model.network import build_network
 from charmlp.sampling.checkpoint import load_trained
 from charmlp.sampling.generate import Network, score
 from charmlp.training.config import register_resolvers
+from charmlp.training.evaluate import evaluate_checkpoint
 from charmlp.training.loss import cross_entropy
 from charmlp.training.run import run
 
@@ -175,6 +176,7 @@ def test_every_family_trains_resumes_exactly_samples_and_scores(tmp_path, name):
     trained = load_trained(str(ckpt))
     scored = score(trained.net, trained.vocab, trained.words["val"])
     assert sum(s for s, _ in scored) / sum(c for _, c in scored) == pytest.approx(metrics["val/loss"], abs=1e-4)
+    assert evaluate_checkpoint(str(ckpt))["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)  # eval.py's
     names = run_script("sample.py", f"ckpt={ckpt}", "n=20", "seed=0", "prefix=ma")
     assert names.returncode == 0, names.stderr
     assert len(names.stdout.splitlines()) == 20 and all(n.startswith("ma") for n in names.stdout.splitlines())
@@ -194,3 +196,65 @@ def test_a_word_longer_than_the_block_is_scored_as_generation_reads_it():
         logits = numpy_net.logits(np.array([ids[max(0, t - 3) : t + 1]]))[0].astype(np.float64)
         by_hand -= logits[target] - np.log(np.exp(logits).sum())
     assert long_nll == pytest.approx(by_hand, abs=1e-6)
+
+
+PART5_WAVENET = [  # part 5's model written out, as conf/model/wavenet.yaml listed it before its levels were counted
+    {"layer": "embedding", "dim": 24},
+    *[
+        spec
+        for _ in range(3)
+        for spec in (
+            {"layer": "flatten", "n": 2},
+            {"layer": "linear", "out": 128, "bias": False},
+            {"layer": "batchnorm"},
+            {"layer": "tanh"},
+            {"layer": "dropout", "p": 0.0},
+        )
+    ],
+    {"layer": "linear", "gain": 0.1},
+]
+
+
+def test_wavenet_levels_follow_the_block_size_and_keep_part5s_state_names():
+    counted = families.layers_of(family("wavenet", 8), 27, 8)
+    written = L.build(PART5_WAVENET, 27, 8)
+    assert [(type(a), a.keys, a.name) for a in counted] == [(type(b), b.keys, b.name) for b in written]
+    torch.manual_seed(0)
+    a = build_network(family("wavenet", 8)).state_dict()
+    torch.manual_seed(0)
+    b = build_network({"layers": PART5_WAVENET, "vocab_size": 27, "block_size": 8}).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # old checkpoints load as they were
+    # block 16: four levels; 24*27 + 48*128 + 3 * 256*128 + 4 * 256 (batch norm) + 128*27 + 27, counted by hand
+    assert L.parameter_count(families.layers_of(family("wavenet", 16), 27, 16)) == 109_603
+
+
+@pytest.mark.parametrize(
+    "block_size,levels,named",
+    [(6, None, "data.block_size must be a power of two"), (16, 3, "set data.block_size=8"), (3, None, "model.levels")],
+)
+def test_a_wavenet_that_cannot_work_names_the_key_to_set(block_size, levels, named):
+    model = {**family("wavenet", block_size), "levels": levels}
+    model["layers"][1]["times"] = levels
+    with pytest.raises(CharmlpError, match=named):
+        families.layers_of(model, 27, block_size)
+
+
+def test_model_wavenet_alone_takes_part5s_block_of_8(tmp_path):
+    assert compose_cfg(tmp_path, "model=wavenet").data.block_size == 8
+    assert compose_cfg(tmp_path, "model=wavenet", "data.block_size=16").data.block_size == 16
+    assert compose_cfg(tmp_path, "model=mlp").data.block_size == 3
+
+
+@pytest.mark.parametrize("name", ["mlp", "bn_mlp", "wavenet", *SEQUENCE])
+def test_the_default_optuna_search_has_only_keys_the_family_has(tmp_path, name):
+    register_resolvers(ROOT)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna", f"model={name}"], return_hydra_config=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert "optimizer.lr" in params and "data.batch_size" in params
+    for key, space in params.items():
+        assert OmegaConf.select(cfg, key, default="absent") != "absent", key
+        if key == "data.block_size":  # searched only where the family takes a window's block size
+            assert cfg.data.mode == "windows"
+            if name == "wavenet":
+                assert space == "choice(4, 8, 16)"

@@ -70,13 +70,21 @@ def evaluate_checkpoint(ckpt: str, data_path: str | None = None) -> dict[str, An
     trained = load_trained(ckpt)  # read without torch's unpickler: a broken or hostile file is one CharmlpError
     net = build_network(trained.model)
     net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in trained.net.state.items()}, strict=True)
-    datamodule = NamesDataModule(path=data_path or "", block_size=trained.net.block_size)
+    mode = "words" if trained.net.sequence else "windows"  # as the checkpoint's family trains
+    datamodule = NamesDataModule(path=data_path or "", block_size=trained.net.block_size, mode=mode)
     if data_path is None:
         if not all(trained.words.get(name) for name in ("train", "val", "test")):
             raise CharmlpError(f"{ckpt} does not record its split's words; give data.path=FILE to score a word file")
         datamodule.use_split(trained.vocab, trained.words)
         return split_metrics(net, datamodule)
     words = read_words(data_path)
+    longest = max(len(w) for w in words)
+    if trained.net.sequence and longest >= trained.net.block_size:
+        raise CharmlpError(
+            f"{data_path}: its longest word has {longest} characters, and this model reads words of at most "
+            f"{trained.net.block_size - 1} at once; score it with sample.py score_file={data_path} (longer words read "
+            "as generation reads them), or leave those words out"
+        )
     try:
         datamodule.use_split(trained.vocab, {"train": trained.words.get("train", []), "val": words, "test": []})
     except CharmlpError as err:
