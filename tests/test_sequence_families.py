@@ -258,3 +258,16 @@ def test_the_default_optuna_search_has_only_keys_the_family_has(tmp_path, name):
             assert cfg.data.mode == "windows"
             if name == "wavenet":
                 assert space == "choice(4, 8, 16)"
+
+
+@pytest.mark.parametrize("name", ["transformer"])  # the sequence layers at once; gru, rnn: their runs above
+def test_a_sequence_family_under_ddp_ends_equal_on_both_ranks_and_resumes(tmp_path, name):
+    words = tmp_path / "names.txt"
+    words.write_text("\n".join((ROOT / "data" / "names.txt").read_text().split()[::16]) + "\n")
+    args = [f"data.path={words}", f"experiment=makemore_{name}", "model.emb_dim=16", "trainer.val_check_interval=100"]
+    args += ["threads=1", "diagnostics.every=70"] + (["model.blocks=1"] if name == "transformer" else [])
+    result = run_script("train.py", *args, "trainer=ddp", "trainer.max_steps=200", f"hydra.run.dir={tmp_path / 'a'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "weights equal on 2 ranks" in result.stderr
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert run(compose_cfg(tmp_path / "b", *args, "trainer.max_steps=300", f"ckpt_path={last}")) < math.log(27)
