@@ -36,7 +36,7 @@ def both_ways(model: dict, x: torch.Tensor, net: L.Layer | None = None) -> tuple
             buffer.copy_(torch.rand(buffer.shape) + (0.5 if "running_mean" not in name else -0.5))
         expected = torch_net(x).numpy()
     state = {k: v.numpy() for k, v in torch_net.state_dict().items()}
-    return expected, Network.from_state(model, state, vocab_size=27).logits(x.numpy())
+    return expected, Network.from_state(model, state, vocab_size=27).forward(x.numpy())
 
 
 @pytest.mark.parametrize(
@@ -78,6 +78,37 @@ LAYER_STACKS = {  # each layer kind at least once, 2-D and 3-D where it takes bo
         {"layer": "dropout", "p": 0.5},
         {"layer": "linear"},
     ],
+    "sequence: position, layer norm, attention, residual, gelu": [
+        {"layer": "embedding", "dim": 6},
+        {"layer": "position"},
+        {
+            "layer": "residual",
+            "body": [
+                {"layer": "layernorm"},
+                {"layer": "linear", "out": 18, "init": "uniform"},
+                {"layer": "attention", "heads": 2},
+                {"layer": "linear", "out": 6},
+            ],
+        },
+        {"layer": "residual", "body": [{"layer": "linear", "out": 8}, {"layer": "gelu"}, {"layer": "linear", "out": 6}]},
+        {"layer": "layernorm", "eps": 0.01},
+        {"layer": "linear", "bias": False},
+    ],
+    "sequence: rnn, gru, causal average, sigmoid, relu": [
+        {"layer": "embedding", "dim": 3, "std": 0.5},
+        {"layer": "recurrent", "hidden": 4},
+        {"layer": "recurrent", "hidden": 5, "cell": "gru"},
+        {"layer": "residual", "body": [{"layer": "causal_average"}]},
+        {"layer": "sigmoid"},
+        {"layer": "linear", "out": 4},
+        {"layer": "relu"},
+        {"layer": "linear"},
+    ],
+    "repeat (in place)": [
+        {"layer": "embedding", "dim": 3},
+        {"layer": "repeat", "times": 2, "body": [{"layer": "flatten", "n": 2}, {"layer": "linear", "out": 4}]},
+        {"layer": "linear"},
+    ],
 }
 
 
@@ -90,8 +121,12 @@ def test_every_layer_gives_the_same_numbers_in_torch_and_numpy(stack):
 
 
 def test_the_tests_cover_every_layer_kind():
-    kinds = {spec["layer"] for stack in LAYER_STACKS.values() for spec in stack}
-    assert kinds == set(L.KINDS)
+    def kinds(specs):
+        for spec in specs:
+            yield spec["layer"]
+            yield from kinds(spec.get("body", []))
+
+    assert {kind for stack in LAYER_STACKS.values() for kind in kinds(stack)} == set(L.KINDS) | set(L.MACROS)
 
 
 def test_flatten_consecutive_joins_neighbours():
