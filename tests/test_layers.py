@@ -90,7 +90,10 @@ LAYER_STACKS = {  # each layer kind at least once, 2-D and 3-D where it takes bo
                 {"layer": "linear", "out": 6},
             ],
         },
-        {"layer": "residual", "body": [{"layer": "linear", "out": 8}, {"layer": "gelu"}, {"layer": "linear", "out": 6}]},
+        {
+            "layer": "residual",
+            "body": [{"layer": "linear", "out": 8}, {"layer": "gelu"}, {"layer": "linear", "out": 6}],
+        },
         {"layer": "layernorm", "eps": 0.01},
         {"layer": "linear", "bias": False},
     ],
