@@ -307,7 +307,8 @@ def test_onecycle_leaves_plain_sgd_plain_and_best_says_it_cycles(tmp_path):
         (["seed=-1"], "seed must be between 0 and 4294967295"),
         (["+trainer.fast_dev_run=true"], "trainer.fast_dev_run is not supported"),
         (["optimizer.weight_decay=-0.1"], "Invalid weight_decay value: -0.1"),
-        (["model=wavenet"], "set data.block_size=8 (it is 3)"),
+        (["model=wavenet", "data.block_size=6"], "data.block_size must be a power of two"),
+        (["model=wavenet", "model.levels=2"], "set data.block_size=4 (it is 8)"),
     ],
 )
 def test_impossible_values_name_the_fix(tmp_path, args, named):
