@@ -92,8 +92,9 @@ class Sample:
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    """Over the last axis: (n, vocabulary), or (n, T, vocabulary) for a sequence family's every position."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def generate(
@@ -227,7 +228,7 @@ def _sequence_nll(net: Network, rows: list[list[int]]) -> np.ndarray:
         ids = np.zeros((len(short), T), dtype=np.int64)
         for i, r in enumerate(short):
             ids[i, : len(r) - 1] = r[:-1]
-        logp = log_softmax_last(net.forward(ids).astype(np.float64))
+        logp = log_softmax(net.forward(ids).astype(np.float64))
     per_word: list[np.ndarray] = []
     k = 0
     for r, ok in zip(rows, fits):
@@ -240,8 +241,3 @@ def _sequence_nll(net: Network, rows: list[list[int]]) -> np.ndarray:
         logits = np.stack([net.logits(c[None])[0] for c in contexts]).astype(np.float64)
         per_word.append(-log_softmax(logits)[np.arange(len(targets)), targets])
     return np.concatenate(per_word)
-
-
-def log_softmax_last(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
