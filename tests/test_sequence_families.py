@@ -159,9 +159,17 @@ def test_the_mode_must_fit_the_family(tmp_path):
         run(compose_cfg(tmp_path, "model=mlp", "data.mode=words", "data.block_size=16", "trainer.max_steps=100"))
 
 
+@pytest.fixture(scope="module")
+def names(tmp_path_factory: pytest.TempPathFactory):
+    """2,000 of the bundled names: the real alphabet and word lengths, a fraction of the evaluation time."""
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join((ROOT / "data" / "names.txt").read_text().split()[::16]) + "\n")
+    return path
+
+
 @pytest.mark.parametrize("name", SEQUENCE)
-def test_every_family_trains_resumes_exactly_samples_and_scores(tmp_path, name):
-    short = [f"experiment=makemore_{name}", "trainer.val_check_interval=100", "model.emb_dim=16"]
+def test_every_family_trains_resumes_exactly_samples_and_scores(tmp_path, name, names):
+    short = [f"experiment=makemore_{name}", f"data.path={names}", "trainer.val_check_interval=100", "model.emb_dim=16"]
     short = [s for s in short if name != "bigram" or "emb_dim" not in s]
     short += ["model.blocks=1"] if name == "transformer" else []
     straight = run(compose_cfg(tmp_path / "a", "trainer.max_steps=300", *short))
@@ -261,10 +269,8 @@ def test_the_default_optuna_search_has_only_keys_the_family_has(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["transformer"])  # the sequence layers at once; gru, rnn: their runs above
-def test_a_sequence_family_under_ddp_ends_equal_on_both_ranks_and_resumes(tmp_path, name):
-    words = tmp_path / "names.txt"
-    words.write_text("\n".join((ROOT / "data" / "names.txt").read_text().split()[::16]) + "\n")
-    args = [f"data.path={words}", f"experiment=makemore_{name}", "model.emb_dim=16", "trainer.val_check_interval=100"]
+def test_a_sequence_family_under_ddp_ends_equal_on_both_ranks_and_resumes(tmp_path, name, names):
+    args = [f"data.path={names}", f"experiment=makemore_{name}", "model.emb_dim=16", "trainer.val_check_interval=100"]
     args += ["threads=1", "diagnostics.every=70"] + (["model.blocks=1"] if name == "transformer" else [])
     result = run_script("train.py", *args, "trainer=ddp", "trainer.max_steps=200", f"hydra.run.dir={tmp_path / 'a'}")
     assert result.returncode == 0, result.stderr[-2000:]
