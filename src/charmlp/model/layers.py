@@ -470,7 +470,7 @@ def forward(
     """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output (a residual's
     body layers too, before the residual's sum)."""
     for layer, params in bound:
-        if trace is not None and isinstance(layer, Residual):
+        if isinstance(layer, Residual):  # its body's layers traced too
             x = x + forward(params["body"], xp, x, training, trace)
         else:
             x = layer.forward(xp, params, x, training)

@@ -84,8 +84,6 @@ class NamesDataModule(L.LightningDataModule):
         self.vocab, self.words = vocab, {name: list(words[name]) for name in SPLIT_NAMES}
         for name in UNSEEN_SPLITS:
             self.words[f"{name}_unseen"] = unseen_words(self.words[name], self.words["train"])
-        if self.block_size is None:  # eval.py's data.path: the checkpoint's own block size is given
-            self.block_size = longest_sequence(self.words["train"])
         build = build_sequences if self.mode == "words" else build_windows
         self.windows = {name: build(ws, self.vocab, self.block_size) for name, ws in self.words.items()}
 
