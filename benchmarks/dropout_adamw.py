@@ -1,4 +1,4 @@
-"""One update of experiment=best's model (dropout + AdamW, autograd): torch's own pieces against charmlp's.
+"""One update of experiment=best_mlp's model (dropout + AdamW, autograd): torch's own pieces against charmlp's.
 
 torch's CPU dropout draws one Mersenne Twister number per element and the foreach AdamW step runs a few
 kernels per parameter; charmlp cuts the dropout mask from 64-bit draws and uses fused AdamW.

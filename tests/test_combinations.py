@@ -24,7 +24,7 @@ from .conftest import ROOT, compose_cfg, run_script
 
 # factor -> its values, each a list of overrides; the first value of each factor is the default
 FACTORS: dict[str, dict[str, list[str]]] = {
-    "experiment": {name: [f"experiment={name}"] for name in ("lecture", "bigger_hidden", "best")},
+    "experiment": {name: [f"experiment={name}"] for name in ("lecture", "bigger_hidden", "best_mlp")},
     "optimizer": {"sgd": ["optimizer=sgd"], "adamw": ["optimizer=adamw"]},
     "scheduler": {
         # a milestone inside the run, and a one-cycle planned past the first run's end so that the resume fits
@@ -81,7 +81,7 @@ ROWS = all_pairs({name: list(values) for name, values in FACTORS.items()})
 FAMILY_FACTORS = {
     "experiment": {name: [f"experiment={name}"] for name in ("lecture_bn", "lecture_wavenet")},
     **{name: FACTORS[name] for name in ("optimizer", "scheduler", "precision", "dropout")},
-    "fold": {f: [f"model.fold_embedding={f}"] for f in ("false", "true")},  # experiment=best's MLP folds too
+    "fold": {f: [f"model.fold_embedding={f}"] for f in ("false", "true")},  # experiment=best_mlp's MLP folds too
 }
 FAMILY_ROWS = all_pairs({name: list(values) for name, values in FAMILY_FACTORS.items()})
 

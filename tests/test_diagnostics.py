@@ -122,9 +122,11 @@ def test_training_is_bit_identical_with_diagnostics_on_and_off(tmp_path, extra):
 
 
 def test_hparams_are_the_knobs_and_what_the_command_line_set(tmp_path):
-    cfg = compose_cfg(tmp_path, "experiment=best", "threads=2", "trainer.precision=bf16-mixed")
-    params = knobs(cfg, {"experiment": "best", "model": "mlp", "optimizer": "adamw"}, ["threads=2", "paths.log_dir=x"])
-    assert params["experiment"] == "best" and params["optimizer"] == "adamw"
+    cfg = compose_cfg(tmp_path, "experiment=best_mlp", "threads=2", "trainer.precision=bf16-mixed")
+    params = knobs(
+        cfg, {"experiment": "best_mlp", "model": "mlp", "optimizer": "adamw"}, ["threads=2", "paths.log_dir=x"]
+    )
+    assert params["experiment"] == "best_mlp" and params["optimizer"] == "adamw"
     assert params["model.hidden_dim"] == 2048 and params["optimizer.weight_decay"] == 0.01
     assert params["threads"] == 2 and params["trainer.max_steps"] == 20000
     assert "trainer.precision" not in params  # set, but not on this (stand-in) command line

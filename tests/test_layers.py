@@ -107,6 +107,20 @@ LAYER_STACKS = {  # each layer kind at least once, 2-D and 3-D where it takes bo
         {"layer": "relu"},
         {"layer": "linear"},
     ],
+    "ensemble of a windowed MLP and a position model": [
+        {
+            "layer": "ensemble",
+            "members": [
+                [
+                    {"layer": "embedding", "dim": 3, "window": 2},
+                    {"layer": "linear", "out": 5},
+                    {"layer": "tanh"},
+                    {"layer": "linear"},
+                ],
+                [{"layer": "embedding", "dim": 4}, {"layer": "position"}, {"layer": "linear"}],
+            ],
+        }
+    ],
     "repeat (in place)": [
         {"layer": "embedding", "dim": 3},
         {"layer": "repeat", "times": 2, "body": [{"layer": "flatten", "n": 2}, {"layer": "linear", "out": 4}]},
@@ -128,6 +142,8 @@ def test_the_tests_cover_every_layer_kind():
         for spec in specs:
             yield spec["layer"]
             yield from kinds(spec.get("body", []))
+            for member in spec.get("members", []):
+                yield from kinds(member)
 
     assert {kind for stack in LAYER_STACKS.values() for kind in kinds(stack)} == set(L.KINDS) | set(L.MACROS)
 

@@ -55,6 +55,10 @@ class Layer:
     def out_shape(self, shape: Shape) -> Shape:
         return shape
 
+    def bodies(self) -> list[list[Layer]]:
+        """The layer lists inside it (a residual's body, an ensemble's members), which hold their own state."""
+        return []
+
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return x
 
@@ -62,12 +66,22 @@ class Layer:
 @dataclass
 class Embedding(Layer):
     """A lookup table: ids (batch, time) -> (batch, time, dim). makemore's C; N(0, 1) * std (std 0: the bigram's
-    table of zeros)."""
+    table of zeros).
+
+    window=n (on whole words): each position gets the embeddings of the n ids up to it side by side, '.' before the
+    word's start, (batch, time, n * dim): at every position of a word the context window that the lecture's MLP
+    reads in window mode, so an MLP after it predicts every position as it predicts each window.
+    """
 
     num: int
     dim: int
     std: float = 1.0
+    window: int = 0
     kind: ClassVar[str] = "embedding"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 0:
+            raise CharmlpError(f"embedding window must be a whole number of ids (0: none), got {self.window!r}")
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": (self.num, self.dim)}
@@ -77,10 +91,13 @@ class Embedding(Layer):
         return {"weight": weight if self.std == 1 else weight * self.std}
 
     def out_shape(self, shape: Shape) -> Shape:
-        return Shape(shape.time, self.dim)
+        return Shape(shape.time, self.dim * (self.window or 1))
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        return p["weight"][x]
+        if not self.window:
+            return p["weight"][x]
+        B, T = x.shape
+        return p["weight"][xp.causal_windows(x, self.window)].reshape(B, T, self.window * self.dim)
 
 
 @dataclass
@@ -405,8 +422,35 @@ class Residual(Layer):
     body: list[Layer] = field(default_factory=list)
     kind: ClassVar[str] = "residual"
 
+    def bodies(self) -> list[list[Layer]]:
+        return [self.body]
+
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        return x + forward(p["body"], xp, x, training)
+        return x + forward(p["bodies"][0], xp, x, training)
+
+
+@dataclass
+class Ensemble(Layer):
+    """Members side by side on the same ids, each a list of layers that ends in logits (Dietterich 2000): while
+    training each member is trained on its own loss (their logits come stacked, members first, and the loss is the
+    members' mean); at evaluation the ensemble predicts the average of their probabilities, as log-probabilities
+    (log mean softmax), so every loss, sampler and score reads it as one model's logits."""
+
+    members: list[list[Layer]] = field(default_factory=list)
+    out: Shape = Shape(None, 0)
+    kind: ClassVar[str] = "ensemble"
+
+    def bodies(self) -> list[list[Layer]]:
+        return self.members
+
+    def out_shape(self, shape: Shape) -> Shape:
+        return self.out
+
+    def combine(self, xp: Any, outputs: Sequence[Any], training: bool) -> Any:
+        return xp.stack(list(outputs), 0) if training else xp.mixture(list(outputs))
+
+    def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return self.combine(xp, [forward(body, xp, x, training) for body in p["bodies"]], training)
 
 
 KINDS: dict[str, type[Layer]] = {
@@ -427,6 +471,7 @@ KINDS: dict[str, type[Layer]] = {
         Attention,
         Recurrent,
         Residual,
+        Ensemble,
     )
 }
 MACROS = ("repeat",)  # {layer: repeat, times: N or null, body: [...]}: the body's layers N times, in place
@@ -439,21 +484,21 @@ def uniform_init(torch: Any, shapes: Mapping[str, tuple[int, ...]], fan_in: int)
 
 
 def walk(layers: Sequence[Layer]) -> Iterator[Layer]:
-    """Every layer, a residual's body layers after it (the layers that hold parameters, and what diagnostics read)."""
+    """Every layer, the layers of its bodies after it (the layers that hold parameters, and what diagnostics read)."""
     for layer in layers:
         yield layer
-        if isinstance(layer, Residual):
-            yield from walk(layer.body)
+        for body in layer.bodies():
+            yield from walk(body)
 
 
 def bind(layers: Sequence[Layer], state: Mapping[str, Any]) -> list[tuple[Layer, dict[str, Any]]]:
-    """Each layer with its parameters and buffers by role, looked up once by their state-dict names (a residual:
-    its bound body under "body")."""
+    """Each layer with its parameters and buffers by role, looked up once by their state-dict names (a residual or an
+    ensemble: its bound bodies under "bodies")."""
     return [
         (
             layer,
-            {"body": bind(layer.body, state)}
-            if isinstance(layer, Residual)
+            {"bodies": [bind(body, state) for body in layer.bodies()]}
+            if layer.bodies()
             else {r: state[k] for r, k in layer.keys.items()},
         )
         for layer in layers
@@ -467,11 +512,13 @@ def forward(
     training: bool = False,
     trace: list[tuple[Layer, Any]] | None = None,
 ) -> Any:
-    """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output (a residual's
-    body layers too, before the residual's sum)."""
+    """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output (the layers of
+    a residual's body and an ensemble's members too, before they are joined)."""
     for layer, params in bound:
         if isinstance(layer, Residual):  # its body's layers traced too
-            x = x + forward(params["body"], xp, x, training, trace)
+            x = x + forward(params["bodies"][0], xp, x, training, trace)
+        elif isinstance(layer, Ensemble):
+            x = layer.combine(xp, [forward(body, xp, x, training, trace) for body in params["bodies"]], training)
         else:
             x = layer.forward(xp, params, x, training)
         if trace is not None:
@@ -560,6 +607,8 @@ def _build_list(
                 if out != shape:
                     raise CharmlpError(f"its body turns {_show(shape)} into {_show(out)}: it must keep the shape")
                 layer: Layer = Residual(body)
+            elif spec["layer"] == "ensemble":
+                layer = _ensemble(args, shape, vocab_size, here, top, block_size, first=first and not layers)
             else:
                 layer = _make(spec["layer"], args, shape, vocab_size, block_size, first=first and not layers)
         except TypeError as err:
@@ -578,6 +627,41 @@ def _build_list(
     return layers, shape
 
 
+def _ensemble(
+    args: dict[str, Any],
+    shape: Shape,
+    vocab_size: int,
+    here: str,
+    top: Sequence[Mapping[str, Any]],
+    block_size: int,
+    first: bool,
+) -> Ensemble:
+    """An ensemble from its `members` lists, each built from the ids as a whole network is."""
+    specs = args.pop("members", None)
+    if args:
+        raise TypeError(f"unexpected keys {sorted(args)}")
+    if not first:
+        raise CharmlpError("an ensemble can only be the first layer (each member reads the character ids)")
+    if (
+        not isinstance(specs, Sequence)
+        or isinstance(specs, str)
+        or len(specs) < 2
+        or any(not isinstance(m, Sequence) or isinstance(m, str) or not m for m in specs)
+    ):
+        raise CharmlpError("give the ensemble's `members` as two or more non-empty lists of layers")
+    members, outs = [], []
+    for m, member in enumerate(specs):
+        layers, out = _build_list(member, shape, vocab_size, f"{here}.members[{m}]", top, block_size, first=True)
+        members.append(layers)
+        outs.append(out)
+    if any(out != Shape(outs[0].time, vocab_size) for out in outs):
+        raise CharmlpError(
+            f"its members end in {', '.join(_show(out) for out in outs)}: each must end in {vocab_size} logits, "
+            "all of them at the same time steps"
+        )
+    return Ensemble(members, outs[0])
+
+
 def _rename(layer: Layer, name: str) -> None:
     """Names a layer and its state (`name.ROLE`), a residual's body below it (`name.J`)."""
     layer.name = name
@@ -585,6 +669,9 @@ def _rename(layer: Layer, name: str) -> None:
     if isinstance(layer, Residual):
         for j, inner in enumerate(layer.body):
             _rename(inner, f"{name}.{j}")
+    for m, member in enumerate(layer.members if isinstance(layer, Ensemble) else []):
+        for j, inner in enumerate(member):
+            _rename(inner, f"{name}.{m}.{j}")
 
 
 def _show(shape: Shape) -> str:

@@ -33,7 +33,8 @@ class LayerNet(nn.Module):
         self.stack, self.block_size = list(stack), block_size
         if fold_embedding and not _foldable(self.stack):
             raise CharmlpError(
-                "model.fold_embedding=true needs the layers to start embedding, flatten, linear; set it to false"
+                "model.fold_embedding=true needs the layers (or an ensemble member's) to start embedding, flatten, "
+                "linear or a windowed embedding, linear; set it to false"
             )
         self.fold_embedding = bool(fold_embedding)
         for layer in L.walk(self.stack):  # a residual's body layers hold its parameters
@@ -65,12 +66,15 @@ class LayerNet(nn.Module):
         """Each layer with its tensors by role (cached: looking them up per update shows at this size)."""
         if self._bound is None:
             self._bound = L.bind(self.stack, dict(self.named_parameters()) | dict(self.named_buffers()))
+            if self.fold_embedding:
+                self._bound = _folded(self._bound)
         return self._bound
 
     @property
     def embedding(self) -> torch.Tensor:
-        """The first layer's table (C), one row per character."""
-        return self.bound()[0][1]["weight"]
+        """The first embedding's table (C), one row per character (an ensemble's: its first member's)."""
+        first = next(layer for layer in L.walk(self.stack) if isinstance(layer, L.Embedding))
+        return self.get_parameter(first.keys["weight"])
 
     @property
     def has_running_stats(self) -> bool:
@@ -79,18 +83,49 @@ class LayerNet(nn.Module):
     def forward(self, idx: torch.Tensor, trace: list | None = None) -> torch.Tensor:
         """idx: (batch, block_size) integer ids -> logits (batch, vocab_size); `trace` as in layers.forward
         (folded, the first three layers' outputs are not in it)."""
-        bound = self.bound()
-        if self.fold_embedding:
-            return L.forward(bound[3:], torch_ops, folded_linear(bound[:3], idx), self.training, trace)
-        return L.forward(bound, torch_ops, idx, self.training, trace)
+        return L.forward(self.bound(), torch_ops, idx, self.training, trace)
+
+
+def _fold_length(stack: Sequence[L.Layer]) -> int:
+    """How many first layers fold into table lookups: embedding, flatten, linear (3); a windowed embedding, linear
+    (2); none (0)."""
+    kinds = [type(layer) for layer in stack[:3]]
+    if kinds == [L.Embedding, L.FlattenConsecutive, L.Linear] and not stack[0].window:
+        return 3
+    return 2 if kinds[:2] == [L.Embedding, L.Linear] and stack[0].window else 0
 
 
 def _foldable(stack: Sequence[L.Layer]) -> bool:
-    return len(stack) >= 3 and [type(layer) for layer in stack[:3]] == [L.Embedding, L.FlattenConsecutive, L.Linear]
+    if stack and isinstance(stack[0], L.Ensemble):
+        return any(_foldable(member) for member in stack[0].members)
+    return _fold_length(stack) > 0
+
+
+def _folded(bound: list[tuple[L.Layer, dict[str, Any]]]) -> list[tuple[L.Layer, dict[str, Any]]]:
+    """The bound layers with their first ones (those of each ensemble member that has them) as one FoldedLinear."""
+    first, tensors = bound[0]
+    if isinstance(first, L.Ensemble):
+        return [(first, {"bodies": [_folded(member) for member in tensors["bodies"]]}), *bound[1:]]
+    n = _fold_length([layer for layer, _ in bound])
+    return [(FoldedLinear(bound[:n]), {}), *bound[n:]] if n else bound
+
+
+class FoldedLinear(L.Layer):
+    """The first layers as table lookups (folded_linear): training's torch-only form of the same function; it holds
+    the bound layers it stands for, whose parameters it reads."""
+
+    def __init__(self, parts: Sequence[tuple[L.Layer, dict[str, torch.Tensor]]]) -> None:
+        super().__init__()
+        self.parts = list(parts)
+        self.name = parts[-1][0].name
+
+    def forward(self, xp: Any, p: Any, x: torch.Tensor, training: bool = False) -> torch.Tensor:
+        return folded_linear(self.parts, x)
 
 
 def folded_linear(bound: Sequence[tuple[L.Layer, dict[str, torch.Tensor]]], idx: torch.Tensor) -> torch.Tensor:
-    """Embedding, flatten(n), linear, computed as n table lookups per output step (model.fold_embedding).
+    """Embedding, flatten(n), linear (or a windowed embedding of n, linear), computed as n table lookups per output
+    step (model.fold_embedding).
 
     The linear layer sees n embeddings side by side, so its output is a sum of n products, one per position
     j: C[idx_j] @ W_j = (C @ W_j)[idx_j], W_j the rows of W that position meets. The n tables C @ W_j (vocab
@@ -98,13 +133,16 @@ def folded_linear(bound: Sequence[tuple[L.Layer, dict[str, torch.Tensor]]], idx:
     and output: with experiment=best's 512 x 10 ids of 32 numbers into 2048 units, 18 million against the
     plain product's 335 million (and as much again in its backward). The same numbers up to rounding.
     """
-    (embedding, e), (flatten, _), (linear, w) = bound
-    n, vocab, out = flatten.n, embedding.num, linear.fan_out
+    (embedding, e), (linear, w) = bound[0], bound[-1]
+    n = embedding.window or bound[1][0].n
+    vocab, out = embedding.num, linear.fan_out
     tables = torch.einsum("ve,neo->nvo", e["weight"], w["weight"].view(n, embedding.dim, out))
     B, T = idx.shape
+    if embedding.window:  # every position's window: (B, T, n)
+        idx = torch_ops.causal_windows(idx, n)
     ids = idx.reshape(-1, n) + torch.arange(0, n * vocab, vocab, device=idx.device)  # row j*vocab + id in the stack
     y = F.embedding_bag(ids, tables.reshape(n * vocab, out), mode="sum")
-    y = y.view(B, T // n, out) if n < T else y
+    y = y.view(B, T, out) if embedding.window else y.view(B, T // n, out) if n < T else y
     return y + w["bias"] if linear.bias else y
 
 

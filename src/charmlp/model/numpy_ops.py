@@ -39,3 +39,14 @@ def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def causal_mean(x: np.ndarray) -> np.ndarray:
     return x.cumsum(1) / np.arange(1, x.shape[1] + 1, dtype=x.dtype)[:, None]
+
+
+def causal_windows(ids: np.ndarray, n: int) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(np.pad(ids, ((0, 0), (n - 1, 0))), n, axis=1)
+
+
+def mixture(logits: list[np.ndarray]) -> np.ndarray:
+    logp = np.stack([z - z.max(-1, keepdims=True) for z in logits])
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))  # each member's log-probabilities
+    top = logp.max(0)
+    return top + np.log(np.exp(logp - top).mean(0))

@@ -8,6 +8,7 @@ causal attention, the causal mean), each beside its numpy twin in charmlp.model.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -62,3 +63,14 @@ def causal_mean(x: torch.Tensor) -> torch.Tensor:
     """Position t of (B, T, C) -> the mean of positions 0..t."""
     steps = torch.arange(1, x.shape[1] + 1, device=x.device, dtype=x.dtype)
     return x.cumsum(1) / steps[:, None]
+
+
+def causal_windows(ids: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, T) ids -> (B, T, n): at position t the ids t-n+1..t, '.' (id 0) before the start."""
+    return F.pad(ids, (n - 1, 0)).unfold(1, n, 1)
+
+
+def mixture(logits: list[torch.Tensor]) -> torch.Tensor:
+    """The log of the members' average probability: log(mean_k softmax(logits_k)), over the last dim."""
+    logp = torch.stack([torch.log_softmax(z, -1) for z in logits])
+    return torch.logsumexp(logp, 0) - math.log(len(logits))

@@ -10,7 +10,10 @@ from charmlp.data.windows import PAD
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """logits (batch, vocab) against targets (batch,) for windows, (batch, T, vocab) against (batch, T) for words."""
+    """logits (batch, vocab) against targets (batch,) for windows, (batch, T, vocab) against (batch, T) for words; an
+    ensemble's members while training, (members, ...) logits: the members' mean loss (each trained on its own)."""
+    if logits.ndim == y.ndim + 2:
+        y = y.expand(logits.shape[0], *y.shape)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD, reduction=reduction)
 
 
