@@ -1,6 +1,6 @@
 """experiment=best's ensemble: the windowed embedding (an MLP's context windows at every position of a word), the
 ensemble layer (each member trained on its own loss, the average probability predicted), folding inside a member,
-torch equal to numpy, and model=mlp_transformer trained, resumed, evaluated, scored and sampled."""
+torch equal to numpy, and model=mlp_and_transformer trained, resumed, evaluated, scored and sampled."""
 
 from __future__ import annotations
 
@@ -143,8 +143,8 @@ def test_an_ensemble_that_cannot_work_says_why(members, named):
         L.build([{"layer": "embedding", "window": -1}, *MLP], 5, 4)
 
 
-def test_mlp_transformer_is_its_members_and_torch_equals_numpy():
-    model = family("mlp_transformer")
+def test_mlp_and_transformer_is_its_members_and_torch_equals_numpy():
+    model = family("mlp_and_transformer")
     net = build_network(model).eval()
     mlp = 27 * 32 + 320 * 2048 + 2048 + 2048 * 27 + 27
     assert sum(p.numel() for p in net.parameters()) == mlp + 204_544  # + makemore.py's Transformer, as counted there

@@ -253,7 +253,7 @@ def test_model_wavenet_alone_takes_part5s_block_of_8(tmp_path):
     assert compose_cfg(tmp_path, "model=mlp").data.block_size == 3
 
 
-@pytest.mark.parametrize("name", ["mlp", "bn_mlp", "wavenet", *SEQUENCE, "mlp_transformer"])
+@pytest.mark.parametrize("name", ["mlp", "bn_mlp", "wavenet", *SEQUENCE, "mlp_and_transformer"])
 def test_the_default_optuna_search_has_only_keys_the_family_has(tmp_path, name):
     register_resolvers(ROOT)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
