@@ -56,6 +56,15 @@ def test_experiments_set_only_keys_every_option_of_a_group_has(experiment):
             assert set(values) <= shared, f"{experiment} sets {set(values) - shared} of only some {group} options"
 
 
+def test_each_tuned_file_belongs_to_one_experiment_and_option():
+    """conf/tuned/EXPERIMENT_OPTION.yaml is found by joining the two names: no two pairs may join to one name."""
+    experiments = [f.stem for f in (ROOT / "conf" / "experiment").glob("*.yaml")]
+    options = [f.stem for group in ("model", "optimizer", "scheduler") for f in (ROOT / "conf" / group).glob("*.yaml")]
+    for tuned in (ROOT / "conf" / "tuned").glob("*.yaml"):
+        pairs = [(e, o) for e in experiments for o in options if f"{e}_{o}" == tuned.stem]
+        assert len(pairs) == 1, f"{tuned.name}: {pairs}"
+
+
 def test_a_picked_option_keeps_its_own_values_under_an_experiment(tmp_path):
     best = compose_cfg(tmp_path, "experiment=best")
     assert best.optimizer._target_ == "torch.optim.AdamW" and (best.optimizer.lr, best.optimizer.weight_decay) == (
