@@ -36,6 +36,14 @@ def compose_cfg(output_dir: Path, *overrides: str):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
+@pytest.fixture(scope="module")
+def names(tmp_path_factory: pytest.TempPathFactory):
+    """2,000 of the bundled names: the real alphabet and word lengths, a fraction of the evaluation time."""
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    path.write_text("\n".join((ROOT / "data" / "names.txt").read_text().split()[::16]) + "\n")
+    return path
+
+
 @pytest.fixture
 def tiny_words(tmp_path: Path) -> Path:
     path = tmp_path / "words.txt"

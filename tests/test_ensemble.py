@@ -4,7 +4,6 @@ torch equal to numpy, and model=mlp_and_transformer trained, resumed, evaluated,
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -19,15 +18,12 @@ from charmlp.errors import CharmlpError
 from charmlp.model import layers as L
 from charmlp.model import numpy_ops, torch_ops
 from charmlp.model.network import LayerNet, build_network
-from charmlp.sampling.checkpoint import load_trained
-from charmlp.sampling.generate import Network, score
+from charmlp.sampling.generate import Network
 from charmlp.training.config import register_resolvers
-from charmlp.training.evaluate import evaluate_checkpoint
 from charmlp.training.loss import cross_entropy
-from charmlp.training.run import run
 
-from .conftest import ROOT, compose_cfg, run_script
-from .test_sequence_families import family
+from .conftest import ROOT
+from .test_sequence_families import family, trains_resumes_exactly_samples_and_scores
 
 MLP = [{"layer": "linear", "out": 8}, {"layer": "tanh"}, {"layer": "linear"}]
 
@@ -156,31 +152,11 @@ def test_mlp_and_transformer_is_its_members_and_torch_equals_numpy():
     np.testing.assert_allclose(numpy_net.forward(x.numpy()), expected, rtol=0, atol=2e-5)
 
 
-@pytest.fixture(scope="module")
-def names(tmp_path_factory: pytest.TempPathFactory):
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    path.write_text("\n".join((ROOT / "data" / "names.txt").read_text().split()[::16]) + "\n")
-    return path
-
-
 def test_experiment_best_trains_resumes_exactly_evaluates_scores_and_samples(tmp_path, names):
     short = ["experiment=best", f"data.path={names}", "trainer.val_check_interval=100", "threads=1"]
     short += ["model.mlp_hidden_dim=64", "model.emb_dim=16", "model.blocks=1"]
     short += ["scheduler=constant"]  # one-cycle's plan is fixed by max_steps: a resume to 300 could not continue it
-    straight = run(compose_cfg(tmp_path / "a", "trainer.max_steps=300", *short))
-    run(compose_cfg(tmp_path / "b", "trainer.max_steps=150", *short))
-    last = tmp_path / "b" / "checkpoints" / "last.ckpt"
-    resumed = run(compose_cfg(tmp_path / "c", "trainer.max_steps=300", f"ckpt_path={last}", *short))
-    assert resumed == straight < math.log(27)
-    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    ckpt = tmp_path / "a" / "checkpoints" / "best.ckpt"
-    trained = load_trained(str(ckpt))
-    scored = score(trained.net, trained.vocab, trained.words["val"])
-    assert sum(s for s, _ in scored) / sum(c for _, c in scored) == pytest.approx(metrics["val/loss"], abs=1e-4)
-    assert evaluate_checkpoint(str(ckpt))["val/loss"] == pytest.approx(metrics["val/loss"], abs=1e-6)
-    sampled = run_script("sample.py", f"ckpt={ckpt}", "n=20", "seed=0", "prefix=ma")
-    assert sampled.returncode == 0, sampled.stderr
-    assert len(sampled.stdout.splitlines()) == 20 and all(n.startswith("ma") for n in sampled.stdout.splitlines())
+    trains_resumes_exactly_samples_and_scores(tmp_path, short)
 
 
 @pytest.mark.parametrize(("experiment", "search"), [("best", "optuna_best"), ("best_mlp", "optuna_best_mlp")])
