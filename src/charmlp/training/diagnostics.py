@@ -165,8 +165,8 @@ def layout(saturated: float) -> dict[str, dict[str, list]]:
     return {
         "diagnostics (makemore part 3)": {
             f"tanh saturation: fraction |t| > {saturated} (healthy: below ~0.05)": multiline(r"diag/saturation/.*"),
-            "activation std after each tanh": multiline(r"diag/act_std/.*"),
-            "gradient std at each tanh's output": multiline(r"diag/act_grad_std/.*"),
+            "activation std after each nonlinearity": multiline(r"diag/act_std/.*"),
+            "gradient std at each nonlinearity's output": multiline(r"diag/act_grad_std/.*"),
             "grad:data, std(grad) / std(weight)": multiline(r"diag/grad_data/.*"),
             "update:data, log10 std(update) / std(weight) (healthy: near -3, the guide)": multiline(
                 r"diag/update_data/.*", r"diag/guide/update_data"

@@ -187,8 +187,8 @@ def diagnostics_figure(reading: Reading, history: Mapping[str, Sequence[tuple[in
     fig = Figure(figsize=(13, 8))
     panels = fig.subplots(2, 2).ravel()
     titles = (
-        ("diag/activations/", f"activations after each tanh (update {reading.step})"),
-        ("diag/act_grads/", "gradient at each tanh's output"),
+        ("diag/activations/", f"activations after each nonlinearity (update {reading.step})"),
+        ("diag/act_grads/", "gradient at each nonlinearity's output"),
         ("diag/weight_grads/", "weight gradients"),
     )
     for ax, (prefix, title) in zip(panels, titles):
