@@ -89,6 +89,8 @@ def test_an_ensemble_predicts_its_members_average_probability_and_trains_each_on
     y = torch.tensor([1])
     assert stacked.shape == (2, 1, 2)  # while training: the members' logits, members first; the loss their mean
     assert float(cross_entropy(stacked, y)) == pytest.approx((math.log(2) + 1e4) / 2)
+    with pytest.raises(ValueError, match="reduction='mean' only"):
+        cross_entropy(stacked, y, reduction="sum")
     torch.manual_seed(0)
     net = LayerNet(stack, 7)
     x = torch.randint(0, 5, (3, 7), generator=torch.Generator().manual_seed(1))
@@ -137,6 +139,14 @@ def test_an_ensemble_that_cannot_work_says_why(members, named):
         L.build([{"layer": "embedding"}, {"layer": "ensemble", "members": [MLP, MLP]}], 5, 4)
     with pytest.raises(CharmlpError, match="window must be a whole number"):
         L.build([{"layer": "embedding", "window": -1}, *MLP], 5, 4)
+    with pytest.raises(CharmlpError, match="window=5 is longer than data.block_size=4"):
+        L.build([{"layer": "embedding", "window": 5}, *MLP], 5, 4)
+    windowed = [{"layer": "embedding", "window": 2}, *MLP]
+    with pytest.raises(CharmlpError, match=r"model.layers\[1\]: an ensemble must be the only layer"):
+        L.build([{"layer": "ensemble", "members": [windowed, windowed]}, {"layer": "linear"}], 5, 4)
+    nested = [{"layer": "ensemble", "members": [windowed, windowed]}]
+    with pytest.raises(CharmlpError, match=r"members\[0\]\[0\]: an ensemble can only be the first layer"):
+        L.build([{"layer": "ensemble", "members": [nested, windowed]}], 5, 4)
 
 
 def test_mlp_and_transformer_is_its_members_and_torch_equals_numpy():

@@ -545,13 +545,19 @@ def build(specs: Sequence[Mapping[str, Any]], vocab_size: int, block_size: int) 
     `embedding` takes `dim` (default: the vocabulary, the bigram's table) and `std`; `flatten` takes `n` (default:
     all time steps); `linear` takes `out` (default: the vocabulary), `bias`, `gain` or `std`, `init` (normal or
     uniform); `batchnorm` takes `eps`, `momentum`, `spread`; `layernorm` `eps`; `dropout` `p`; `attention` `heads`;
-    `recurrent` `hidden` and `cell` (rnn, gru); `residual` a `body` list; `repeat` (in place) `times` (null: until
+    `recurrent` `hidden` and `cell` (rnn, gru); `residual` a `body` list; `ensemble` (the whole list) `members`, each a
+    list from an embedding to the logits; `embedding` also `window` (whole words: each position's last n ids);
+    `repeat` (in place) `times` (null: until
     one time step is left, a WaveNet's log2(block_size) levels) and a `body` list. The last layer must give
     vocabulary logits: one vector per example (a window), or one per time step (a sequence family).
     """
     if not specs:
         raise CharmlpError("model.layers is empty: list the layers, first an embedding")
     layers, shape = _build_list(specs, Shape(block_size, 0), vocab_size, "model.layers", specs, block_size, first=True)
+    if isinstance(layers[0], Ensemble) and len(layers) > 1:
+        raise CharmlpError(
+            "model.layers[1]: an ensemble must be the only layer of the list (its members end in the logits)"
+        )
     for i, layer in enumerate(layers):
         _rename(layer, f"layers.{i}")
     if shape not in (Shape(None, vocab_size), Shape(block_size, vocab_size)):
@@ -640,8 +646,8 @@ def _ensemble(
     specs = args.pop("members", None)
     if args:
         raise TypeError(f"unexpected keys {sorted(args)}")
-    if not first:
-        raise CharmlpError("an ensemble can only be the first layer (each member reads the character ids)")
+    if not first or here.count("[") > 1:  # not inside a member either: its members' stack would be stacked again
+        raise CharmlpError("an ensemble can only be the first layer of model.layers (each member reads the ids)")
     if (
         not isinstance(specs, Sequence)
         or isinstance(specs, str)
@@ -713,6 +719,9 @@ def _make(kind: str, args: dict[str, Any], shape: Shape, vocab_size: int, block_
     if kind == "embedding":
         if not first:
             raise CharmlpError("an embedding can only be the first layer")
+        window = args.get("window", 0)
+        if isinstance(window, int) and window > block_size:
+            raise CharmlpError(f"embedding window={window} is longer than data.block_size={block_size}")
         return Embedding(vocab_size, args.pop("dim", vocab_size), **args)
     if first:
         raise CharmlpError("the first layer must be an embedding (the input is character ids)")

@@ -81,8 +81,9 @@ class LayerNet(nn.Module):
         return any(layer.buffers for layer in L.walk(self.stack))
 
     def forward(self, idx: torch.Tensor, trace: list | None = None) -> torch.Tensor:
-        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size); `trace` as in layers.forward
-        (folded, the first three layers' outputs are not in it)."""
+        """idx: (batch, block_size) integer ids -> logits (batch, vocab_size), or (batch, T, vocab_size) for a sequence
+        family (an ensemble while training: its members' logits stacked, members first); `trace` as in
+        layers.forward (folded, the outputs of the layers a FoldedLinear stands for are not in it)."""
         return L.forward(self.bound(), torch_ops, idx, self.training, trace)
 
 
@@ -130,7 +131,7 @@ def folded_linear(bound: Sequence[tuple[L.Layer, dict[str, torch.Tensor]]], idx:
     The linear layer sees n embeddings side by side, so its output is a sum of n products, one per position
     j: C[idx_j] @ W_j = (C @ W_j)[idx_j], W_j the rows of W that position meets. The n tables C @ W_j (vocab
     x out each) cost n x vocab x emb x out multiplications per update, and the lookups one addition per id
-    and output: with experiment=best's 512 x 10 ids of 32 numbers into 2048 units, 18 million against the
+    and output: with experiment=best_mlp's 512 x 10 ids of 32 numbers into 2048 units, 18 million against the
     plain product's 335 million (and as much again in its backward). The same numbers up to rounding.
     """
     (embedding, e), (linear, w) = bound[0], bound[-1]

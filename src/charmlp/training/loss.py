@@ -11,8 +11,11 @@ from charmlp.data.windows import PAD
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """logits (batch, vocab) against targets (batch,) for windows, (batch, T, vocab) against (batch, T) for words; an
-    ensemble's members while training, (members, ...) logits: the members' mean loss (each trained on its own)."""
+    ensemble's members while training, (members, ...) logits: the mean of the members' losses, so each member's
+    gradient is that of its own loss over the number of members (AdamW's step does not depend on that scale)."""
     if logits.ndim == y.ndim + 2:
+        if reduction != "mean":  # a sum would count each prediction once per member (predictions() counts it once)
+            raise ValueError("an ensemble's stacked training logits take reduction='mean' only")
         y = y.expand(logits.shape[0], *y.shape)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=PAD, reduction=reduction)
 
