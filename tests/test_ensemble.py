@@ -4,6 +4,7 @@ torch equal to numpy, and model=mlp_and_transformer trained, resumed, evaluated,
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
@@ -22,7 +23,7 @@ from charmlp.sampling.generate import Network
 from charmlp.training.config import register_resolvers
 from charmlp.training.loss import cross_entropy
 
-from .conftest import ROOT
+from .conftest import ROOT, run_script
 from .test_sequence_families import family, trains_resumes_exactly_samples_and_scores
 
 MLP = [{"layer": "linear", "out": 8}, {"layer": "tanh"}, {"layer": "linear"}]
@@ -169,7 +170,9 @@ def test_experiment_best_trains_resumes_exactly_evaluates_scores_and_samples(tmp
     trains_resumes_exactly_samples_and_scores(tmp_path, short)
 
 
-@pytest.mark.parametrize(("experiment", "search"), [("best", "optuna_best"), ("best_mlp", "optuna_best_mlp")])
+@pytest.mark.parametrize(
+    ("experiment", "search"), [("best", "optuna_best"), ("best_mlp", "optuna_best"), ("best", "optuna_best_ensemble")]
+)
 def test_each_best_search_searches_only_keys_its_experiment_has(experiment, search):
     register_resolvers(ROOT)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -181,3 +184,19 @@ def test_each_best_search_searches_only_keys_its_experiment_has(experiment, sear
     for key in params:
         assert OmegaConf.select(cfg, key, default="absent") != "absent", key
     assert ("data.block_size" in params) == (cfg.data.mode == "windows")  # whole words take the longest word + 1
+
+
+def test_the_ensembles_search_runs_finite_trials(tmp_path, names):
+    args = [
+        "experiment=best",
+        "hparams_search=optuna_best_ensemble",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner=null",
+    ]
+    args += [f"data.path={names}", "threads=1", "trainer.max_steps=200", "trainer.val_check_interval=100"]
+    args += ["model.blocks=1", "model.emb_dim=16", "diagnostics.every=0", "~logger"]
+    result = run_script("train.py", "-m", *args, f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert len(rows) == 2 and all(row["status"] == "ok" and math.isfinite(float(row["val/loss"])) for row in rows)
+    assert all("model.window=" in row["overrides"] and "model.mlp_hidden_dim=" in row["overrides"] for row in rows)

@@ -100,7 +100,7 @@ def test_every_sampler_and_pruner_option_drives_a_study(sampler, pruner):
         cfg = compose(
             "train",
             overrides=[
-                "hparams_search=optuna_best_mlp",
+                "hparams_search=optuna_best",
                 f"hydra/sweeper/sampler={sampler}",
                 f"hydra/sweeper/pruner={pruner}",
             ],
