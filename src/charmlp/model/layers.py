@@ -669,7 +669,8 @@ def _ensemble(
 
 
 def _rename(layer: Layer, name: str) -> None:
-    """Names a layer and its state (`name.ROLE`), a residual's body below it (`name.J`)."""
+    """Names a layer and its state (`name.ROLE`), a residual's body below it (`name.J`), an ensemble's members
+    (`name.M.J`)."""
     layer.name = name
     layer.keys = {role: f"{name}.{role}" for role in layer.shapes()}
     if isinstance(layer, Residual):
