@@ -56,7 +56,8 @@ class Layer:
         return shape
 
     def bodies(self) -> list[list[Layer]]:
-        """The layer lists inside it (a residual's body, an ensemble's members), which hold their own state."""
+        """The layer lists inside it (a residual's body, an ensemble's members), which hold their own state; such a
+        layer's `join(xp, x, outputs, training)` makes its output of its input and its bodies' outputs."""
         return []
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
@@ -425,8 +426,11 @@ class Residual(Layer):
     def bodies(self) -> list[list[Layer]]:
         return [self.body]
 
+    def join(self, xp: Any, x: Any, outputs: Sequence[Any], training: bool) -> Any:
+        return x + outputs[0]
+
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        return x + forward(p["bodies"][0], xp, x, training)
+        return forward([(self, p)], xp, x, training)
 
 
 @dataclass
@@ -449,8 +453,11 @@ class Ensemble(Layer):
     def combine(self, xp: Any, outputs: Sequence[Any], training: bool) -> Any:
         return xp.stack(list(outputs), 0) if training else xp.mixture(list(outputs))
 
+    def join(self, xp: Any, x: Any, outputs: Sequence[Any], training: bool) -> Any:
+        return self.combine(xp, outputs, training)
+
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        return self.combine(xp, [forward(body, xp, x, training) for body in p["bodies"]], training)
+        return forward([(self, p)], xp, x, training)
 
 
 KINDS: dict[str, type[Layer]] = {
@@ -515,10 +522,8 @@ def forward(
     """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output (the layers of
     a residual's body and an ensemble's members too, before they are joined)."""
     for layer, params in bound:
-        if isinstance(layer, Residual):  # its body's layers traced too
-            x = x + forward(params["bodies"][0], xp, x, training, trace)
-        elif isinstance(layer, Ensemble):
-            x = layer.combine(xp, [forward(body, xp, x, training, trace) for body in params["bodies"]], training)
+        if layer.bodies():  # a residual, an ensemble: its bodies run (and are traced) here, its `join` joins them
+            x = layer.join(xp, x, [forward(body, xp, x, training, trace) for body in params["bodies"]], training)
         else:
             x = layer.forward(xp, params, x, training)
         if trace is not None:
