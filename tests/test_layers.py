@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from charmlp.errors import CharmlpError
-from charmlp.model import families
+from charmlp.model import families, torch_ops
 from charmlp.model import layers as L
 from charmlp.model.network import LayerNet, build_network
 from charmlp.sampling.generate import Network
@@ -159,7 +159,7 @@ def test_batchnorm_part5_by_hand():
     bn = L.BatchNorm1d(2, eps=0.0, momentum=0.1)
     p = {k: v.clone() for k, v in bn.init(torch).items()}
     p["gamma"], p["beta"] = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
-    out = bn.forward(torch, p, torch.tensor([[1.0, 2.0], [3.0, 6.0]]), training=True)
+    out = bn.forward(torch_ops, p, torch.tensor([[1.0, 2.0], [3.0, 6.0]]), training=True)
     s = 2**-0.5  # (1 - 2) / sqrt(2), and (2 - 4) / sqrt(8) scaled by 2, plus 1
     assert torch.allclose(out, torch.tensor([[-s, 1 - 2 * s], [s, 1 + 2 * s]]))
     assert p["running_mean"].tolist() == pytest.approx([0.2, 0.4]) and p["running_var"].tolist() == pytest.approx(
@@ -173,7 +173,7 @@ def test_batchnorm_part5_by_hand():
 def test_batchnorm_3d_takes_statistics_over_batch_and_time():
     bn = L.BatchNorm1d(1, eps=0.0, momentum=1.0)  # momentum 1: the running stats become the batch's
     p = bn.init(torch)
-    bn.forward(torch, p, torch.tensor([[[1.0], [2.0]], [[3.0], [6.0]]]), training=True)
+    bn.forward(torch_ops, p, torch.tensor([[[1.0], [2.0]], [[3.0], [6.0]]]), training=True)
     assert p["running_mean"].tolist() == [3.0] and p["running_var"].tolist() == pytest.approx([14 / 3])
 
 
@@ -182,7 +182,7 @@ def test_batchnorm_part3_is_the_lectures_code():
     h = torch.randn(32, 4, generator=torch.Generator().manual_seed(3))
     bn = L.BatchNorm1d(4, eps=0.0, momentum=0.001, spread="std")
     p = bn.init(torch)
-    out = bn.forward(torch, p, h, training=True)
+    out = bn.forward(torch_ops, p, h, training=True)
     assert torch.allclose(out, (h - h.mean(0, keepdim=True)) / h.std(0, keepdim=True))
     assert torch.allclose(p["running_std"], 0.999 * torch.ones(4) + 0.001 * h.std(0))
     assert torch.allclose(p["running_mean"], 0.001 * h.mean(0))
@@ -256,7 +256,7 @@ def test_batchnorm_refuses_a_batch_of_one():
     """One value per channel has no variance (n - 1 = 0): say so rather than train on NaN."""
     bn = L.BatchNorm1d(2)
     with pytest.raises(CharmlpError, match=r"data.batch_size >= 2"):
-        bn.forward(torch, bn.init(torch), torch.ones(1, 2), training=True)
+        bn.forward(torch_ops, bn.init(torch), torch.ones(1, 2), training=True)
 
 
 @pytest.mark.parametrize(("name", "block_size"), [("mlp", 3), ("bn_mlp", 3), ("wavenet", 8)])

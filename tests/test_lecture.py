@@ -1,4 +1,3 @@
-import copy
 import math
 
 import pytest
@@ -7,7 +6,11 @@ import torch.nn.functional as F
 
 from charmlp.errors import CharmlpError
 from charmlp.model.lecture import LectureMLP
-from charmlp.model.torch_ops import dropout
+from charmlp.model.torch_ops import dropout_mask
+
+
+def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
+    return h * dropout_mask(h, p)  # the dropout layer's forward
 
 
 def test_lecture_parameter_count_and_names():
@@ -45,25 +48,6 @@ def test_manual_softmax_nll_equals_cross_entropy():
     )
     assert manual.item() == pytest.approx(by_hand, abs=1e-6)
     assert F.cross_entropy(logits, y).item() == pytest.approx(manual.item(), abs=1e-6)
-
-
-@pytest.mark.parametrize("num_hidden,weight_decay", [(1, 0.0), (1, 0.01), (2, 0.0)])
-def test_hand_written_sgd_step_equals_autograd_and_torch_sgd(num_hidden, weight_decay):
-    torch.manual_seed(0)
-    fused = LectureMLP(27, block_size=3, emb_dim=4, hidden_dim=16, num_hidden=num_hidden)
-    reference = copy.deepcopy(fused)
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, weight_decay=weight_decay)
-    for _ in range(3):
-        x, y = torch.randint(0, 27, (8, 3)), torch.randint(0, 27, (8,))
-        x[0] = x[1]  # a repeated context: C gets two contributions to the same rows
-        loss = F.cross_entropy(reference(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        fused_loss = fused.sgd_step_(x, y, lr=0.1, weight_decay=weight_decay)
-        assert fused_loss.item() == pytest.approx(loss.item(), abs=1e-5)
-    for (name, a), b in zip(fused.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=name)
 
 
 def test_scaled_init_starts_near_uniform():

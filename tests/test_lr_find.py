@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from charmlp.errors import CharmlpError
+from charmlp.training.hand_step import HandStep
 from charmlp.training.lr_find import lr_sweep
 from charmlp.training.run import build_datamodule, build_module, run
 
@@ -31,7 +32,12 @@ def test_plain_sgd_gives_the_losses_of_the_hand_written_step(tmp_path, tiny_word
     exponents = torch.linspace(-3, -1, 10)
     losses = lr_sweep(model, optimizer, datamodule, exponents)
     xs, ys = next(iter(datamodule.train_dataloader())).draw(len(exponents))  # the same minibatches again
-    expected = [float(reference.sgd_step_(x, y, lr=10 ** float(e))) for x, y, e in zip(xs, ys, exponents)]
+    sgd = torch.optim.SGD(reference.parameters(), lr=0.1)
+    hand = HandStep(reference, sgd)  # training's hand-written update
+    expected = []
+    for x, y, e in zip(xs.numpy(), ys.numpy(), exponents.tolist()):
+        sgd.param_groups[0]["lr"] = 10**e
+        expected.append(hand(x, y))
     assert max(abs(a - b) for a, b in zip(losses, expected)) < 1e-5
 
 

@@ -196,15 +196,22 @@ def test_a_one_cycle_schedule_cannot_be_extended(tmp_path):
     assert (tmp_path / "a" / "checkpoints" / "last.ckpt").is_file()  # nothing written before is lost
 
 
-def test_lightning_that_stops_counting_updates_fails_loudly(tmp_path, monkeypatch):
-    # the speed path counts updates through the manual-optimization loop's step hooks (Lightning internals);
-    # were an upgrade to stop calling them, global_step would never reach max_steps: the run must fail at once
+@pytest.mark.parametrize("path", ["hand-written", "autograd"])
+def test_lightning_that_stops_counting_updates_fails_loudly(tmp_path, monkeypatch, path):
+    # the speed paths count updates through Lightning internals: the manual-optimization loop's progress counter (the
+    # hand-written update, once per Lightning step) or its step hooks (autograd); were an upgrade to stop counting
+    # them, global_step would never reach max_steps: the run must fail at once
     from lightning.pytorch.loops.optimization.manual import _ManualOptimization
+    from lightning.pytorch.loops.progress import _Progress
 
-    monkeypatch.setattr(_ManualOptimization, "_on_before_step", lambda self: None)
-    monkeypatch.setattr(_ManualOptimization, "_on_after_step", lambda self: None)
+    if path == "hand-written":
+        monkeypatch.setattr(_Progress, "increment_by", lambda self, n: None)
+    else:
+        monkeypatch.setattr(_ManualOptimization, "_on_before_step", lambda self: None)
+        monkeypatch.setattr(_ManualOptimization, "_on_after_step", lambda self: None)
+    extra = ["fused_sgd=false"] if path == "autograd" else []
     with pytest.raises(RuntimeError, match="Lightning counted 0 of 100 updates"):
-        run(compose_cfg(tmp_path, "trainer.max_steps=1000", *SMALL))
+        run(compose_cfg(tmp_path, "trainer.max_steps=1000", *SMALL, *extra))
 
 
 def test_installed_lightning_is_in_the_pinned_range():

@@ -14,6 +14,11 @@ sample.py on numpy arrays, so a model family is defined once, as a list of layer
       - {layer: linear, gain: 0.1}          # out omitted: the vocabulary (the output layer)
 
 Inputs flow as (batch, time, channels) until a flatten leaves one time step, then as (batch, channels).
+
+Each layer also carries its backward pass beside its forward (makemore part 4): `backward(xp, p, x, y, dy, saved)`
+turns d loss / d output into d loss / d input and d loss / d each parameter, written over numpy (training's
+hand-written update, charmlp.training.hand_step; torch trains by autograd). `forward(..., tape=[])` records what
+`backward` reads. tests/test_backward.py checks every layer against autograd and finite differences.
 """
 
 from __future__ import annotations
@@ -63,6 +68,17 @@ class Layer:
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return x
 
+    def forward_saving(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> tuple[Any, Any]:
+        """The forward's output and what its backward needs besides the input and the output (None: nothing)."""
+        return self.forward(xp, p, x, training), None
+
+    by_hand: ClassVar[bool] = True  # False: no backward written here; an update through it takes autograd
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """(d loss / d x, {role: d loss / d parameter}) from dy = d loss / d y, y = forward(x) in training; the
+        identity's: dy."""
+        return dy, {}
+
 
 @dataclass
 class Embedding(Layer):
@@ -100,6 +116,11 @@ class Embedding(Layer):
         B, T = x.shape
         return p["weight"][xp.causal_windows(x, self.window)].reshape(B, T, self.window * self.dim)
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """Each row of the table gets the sum of dy over the places it was looked up; ids have no gradient."""
+        ids = xp.causal_windows(x, self.window) if self.window else x
+        return None, {"weight": xp.scatter_rows(ids.reshape(-1), dy.reshape(-1, self.dim), self.num)}
+
 
 @dataclass
 class FlattenConsecutive(Layer):
@@ -120,6 +141,9 @@ class FlattenConsecutive(Layer):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         B, T, C = x.shape
         return x.reshape(B, C * T) if self.n == T else x.reshape(B, T // self.n, C * self.n)
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        return dy.reshape(x.shape), {}
 
 
 @dataclass
@@ -160,6 +184,13 @@ class Linear(Layer):
             y = (x.reshape(-1, self.fan_in) @ p["weight"]).reshape(*x.shape[:-1], self.fan_out)
         return y + p["bias"] if self.bias else y
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """y = x W + b: dx = dy W^T, dW = x^T dy, db = dy summed over the batch (and time)."""
+        x2, d2 = (x, dy) if x.ndim == 2 else (x.reshape(-1, self.fan_in), dy.reshape(-1, self.fan_out))
+        grads = {"weight": x2.T @ d2, "bias": d2.sum(0)} if self.bias else {"weight": x2.T @ d2}
+        dx = d2 @ p["weight"].T
+        return (dx if x.ndim == 2 else dx.reshape(x.shape)), grads
+
 
 @dataclass
 class BatchNorm1d(Layer):
@@ -195,26 +226,40 @@ class BatchNorm1d(Layer):
         return {"gamma": ones, "beta": zeros, "running_mean": zeros.clone(), f"running_{self.spread}": ones.clone()}
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        if training:  # torch tensors only: sampling never trains
+        return self.forward_saving(xp, p, x, training)[0]
+
+    def forward_saving(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> tuple[Any, Any]:
+        if training:  # sampling never trains
             dims = tuple(range(x.ndim - 1))
             mean = x.mean(dims)
             centred = x - mean
-            count = x.numel() // x.shape[-1]
+            count = math.prod(x.shape[:-1])
             if count < 2:
                 raise CharmlpError("batch norm needs 2 or more values per channel in a batch: data.batch_size >= 2")
             # the unbiased variance written out: on the CPU twice as fast as x.var, equal up to rounding
             var = (centred * centred).sum(dims) / (count - 1)
-            spread = var if self.spread == "var" else var.sqrt()
+            spread = var if self.spread == "var" else xp.sqrt(var)
             with xp.no_grad():  # running + momentum * (batch - running) = (1 - momentum) * running + momentum * batch
                 for role, batch in (("running_mean", mean), (f"running_{self.spread}", spread)):
-                    p[role].lerp_(batch.to(p[role].dtype), self.momentum)  # bf16 under autocast, fp32 buffers
+                    xp.lerp_(p[role], batch, self.momentum)
         else:
             mean, spread = p["running_mean"], p[f"running_{self.spread}"]
             centred = x - mean
-        scale = p["gamma"] / (
-            xp.sqrt(spread + self.eps) if self.spread == "var" else spread + self.eps if self.eps else spread
-        )
-        return centred * scale + p["beta"]
+        denominator = xp.sqrt(spread + self.eps) if self.spread == "var" else spread + self.eps if self.eps else spread
+        return centred * (p["gamma"] / denominator) + p["beta"], (centred, denominator, spread)
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """Through the batch's statistics too (makemore part 4's batch norm, the unbiased variance v = sum c^2 / (n - 1)
+        of c = x - mean): with g = dy gamma and s = 1 / denominator, dx = s (g - mean g) + c sum(g c) ds/dv 2 / (n - 1);
+        ds/dv = -s^2 / (2 sqrt(v + eps)) for spread=var, -s^2 / (2 std) for spread=std."""
+        centred, denominator, spread = saved
+        dims, count = tuple(range(x.ndim - 1)), math.prod(x.shape[:-1])
+        s = 1 / denominator
+        grads = {"gamma": (dy * centred).sum(dims) * s, "beta": dy.sum(dims)}
+        g = dy * p["gamma"]
+        ds_dv = -(s * s) / (2 * (denominator if self.spread == "var" else spread))
+        dx = (g - g.mean(dims)) * s + centred * ((g * centred).sum(dims) * ds_dv * (2 / (count - 1)))
+        return dx, grads
 
 
 @dataclass
@@ -233,6 +278,9 @@ class Tanh(Nonlinearity):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.tanh(x)
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        return dy * (1 - y * y), {}  # tanh' = 1 - tanh^2
+
     def saturated(self, t: Any, level: float) -> Any:
         return t.abs() > level
 
@@ -244,6 +292,9 @@ class Sigmoid(Nonlinearity):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.sigmoid(x)
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        return dy * (y * (1 - y)), {}  # sigmoid' = sigmoid (1 - sigmoid)
+
     def saturated(self, t: Any, level: float) -> Any:
         return (2 * t - 1).abs() > level  # the tanh view: sigmoid(x) = (1 + tanh(x / 2)) / 2
 
@@ -254,6 +305,9 @@ class Relu(Nonlinearity):
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return (x > 0) * x
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        return dy * (x > 0), {}
 
     def saturated(self, t: Any, level: float) -> Any:
         return t <= 0  # its flat end: no gradient passes
@@ -268,11 +322,17 @@ class Gelu(Nonlinearity):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.gelu(x)
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """With u = a (x + b x^3) and t = tanh(u): GELU' = (1 + t) / 2 + x (1 - t^2) a (1 + 3 b x^2) / 2."""
+        a, b = math.sqrt(2 / math.pi), 0.044715
+        t = xp.tanh(a * (x + b * x * x * x))
+        return dy * (0.5 * (1 + t) + 0.5 * a * x * (1 - t * t) * (1 + 3 * b * x * x)), {}
+
 
 @dataclass
 class Dropout(Layer):
-    """Inverted dropout while training (`xp.dropout`: training's array module, charmlp.model.torch_ops, has it);
-    the identity at evaluation."""
+    """Inverted dropout while training: x times a mask of 0 and 1 / (1 - p) (`xp.dropout_mask`: training's array
+    modules, charmlp.model.torch_ops and numpy_train_ops, have it); the identity at evaluation."""
 
     p: float
     kind: ClassVar[str] = "dropout"
@@ -282,7 +342,16 @@ class Dropout(Layer):
             raise CharmlpError(f"dropout p must be in [0, 1), got {self.p}")
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
-        return xp.dropout(x, self.p) if training and self.p else x
+        return self.forward_saving(xp, p, x, training)[0]
+
+    def forward_saving(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> tuple[Any, Any]:
+        if not (training and self.p):
+            return x, None
+        mask = xp.dropout_mask(x, self.p)
+        return x * mask, mask
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        return (dy if saved is None else dy * saved), {}
 
 
 @dataclass
@@ -302,6 +371,11 @@ class Position(Layer):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return x + p["weight"][: x.shape[1]]
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        grad = xp.zeros_like(p["weight"])  # positions past the batch's longest word get none
+        grad[: x.shape[1]] = dy.sum(0)
+        return dy, {"weight": grad}
+
 
 @dataclass
 class LayerNorm(Layer):
@@ -320,6 +394,16 @@ class LayerNorm(Layer):
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.layer_norm(x, p["gamma"], p["beta"], self.eps)
 
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """With xhat = c s (c = x - mean, s = 1 / sqrt(biased var + eps)) and g = dy gamma, over the channels:
+        dx = s (g - mean g - xhat mean(g xhat))."""
+        centred = x - x.mean(-1, keepdims=True)
+        s = 1 / xp.sqrt((centred * centred).mean(-1, keepdims=True) + self.eps)
+        xhat, dims = centred * s, tuple(range(x.ndim - 1))
+        g = dy * p["gamma"]
+        dx = (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True)) * s
+        return dx, {"gamma": (dy * xhat).sum(dims), "beta": dy.sum(dims)}
+
 
 @dataclass
 class CausalAverage(Layer):
@@ -329,6 +413,11 @@ class CausalAverage(Layer):
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.causal_mean(x)
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """Position s reaches every later mean t >= s, with weight 1 / (t + 1): a cumulative sum from the end."""
+        steps = xp.arange(1, x.shape[1] + 1, dtype=dy.dtype)[:, None]
+        return xp.flip(xp.flip(dy / steps, 1).cumsum(1), 1), {}
 
 
 @dataclass
@@ -355,6 +444,19 @@ class Attention(Layer):
         C, hs = self.channels, self.channels // self.heads
         q, k, v = (x[..., i * C : (i + 1) * C].reshape(B, T, self.heads, hs).swapaxes(1, 2) for i in range(3))
         return xp.causal_attention(q, k, v).swapaxes(1, 2).reshape(B, T, C)
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """out = A v with A = softmax(q k^T / sqrt(hs) + mask): dv = A^T dout, dA = dout v^T, and through the softmax
+        dscores = A (dA - sum(dA A)) (zero where masked), dq = dscores k / sqrt(hs), dk = dscores^T q / sqrt(hs)."""
+        B, T, _ = x.shape
+        C, hs = self.channels, self.channels // self.heads
+        q, k, v = (x[..., i * C : (i + 1) * C].reshape(B, T, self.heads, hs).swapaxes(1, 2) for i in range(3))
+        weights = xp.causal_attention_weights(q, k)
+        dout = dy.reshape(B, T, self.heads, hs).swapaxes(1, 2)
+        dweights = dout @ v.swapaxes(-1, -2)
+        dscores = weights * (dweights - (dweights * weights).sum(-1, keepdims=True)) * (1 / math.sqrt(hs))
+        grads = (dscores @ k, dscores.swapaxes(-1, -2) @ q, weights.swapaxes(-1, -2) @ dout)
+        return xp.concatenate([g.swapaxes(1, 2).reshape(B, T, C) for g in grads], -1), {}
 
 
 @dataclass
@@ -395,12 +497,15 @@ class Recurrent(Layer):
         return Shape(shape.time, self.hidden)
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
+        return self.forward_saving(xp, p, x, training)[0]
+
+    def forward_saving(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> tuple[Any, Any]:
         B, T, C = x.shape
         H, w = self.hidden, p["weight"]
         inputs = (x.reshape(B * T, C) @ w[:C] + p["bias"]).reshape(B, T, -1)  # every step's x_t half at once
         w_h, h = w[C:], p["start"]
         w_zr, w_hbar = w_h[:, : 2 * H], w_h[:, 2 * H :]
-        states = []
+        states, gates = [], []  # the gates for the backward: z and r side by side, and hbar
         for t in range(T):
             a = inputs[:, t]
             if self.cell == "rnn":
@@ -408,9 +513,45 @@ class Recurrent(Layer):
             else:
                 zr = xp.sigmoid(a[:, : 2 * H] + h @ w_zr)
                 z, r = zr[:, :H], zr[:, H:]
-                h = h + z * (xp.tanh(a[:, 2 * H :] + (r * h) @ w_hbar) - h)
+                hbar = xp.tanh(a[:, 2 * H :] + (r * h) @ w_hbar)
+                h = h + z * (hbar - h)
+                gates.append((zr, hbar))
             states.append(h)
-        return xp.stack(states, 1)
+        return xp.stack(states, 1), gates
+
+    def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
+        """Back through time: at each step, from the last, dh (dy_t plus what step t+1 sent back) goes through the
+        cell into its pre-activations; their x_t halves make dx and the x rows of the weight in one product at the
+        end, the h halves send dh to step t-1 and make the h rows. The GRU's h_t = h + z (hbar - h)."""
+        B, T, C = x.shape
+        H, w = self.hidden, p["weight"]
+        w_h = w[C:]
+        w_zr, w_hbar = w_h[:, : 2 * H], w_h[:, 2 * H :]
+        start = xp.broadcast_to(p["start"], (B, H))
+        dpre = xp.zeros((B, T, self.gates * H), dtype=dy.dtype)  # d loss / d each step's pre-activations
+        dw_h, dh = xp.zeros_like(w_h), xp.zeros_like(start)
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[:, t]
+            h_prev = y[:, t - 1] if t else start
+            if self.cell == "rnn":
+                h = y[:, t]
+                da = dh * (1 - h * h)
+                dpre[:, t] = da
+                dw_h += h_prev.T @ da
+                dh = da @ w_h.T
+            else:
+                zr, hbar = saved[t]
+                z, r = zr[:, :H], zr[:, H:]
+                dhbar = dh * z * (1 - hbar * hbar)  # through the tanh
+                drh = dhbar @ w_hbar.T  # d loss / d (r h)
+                dzr = xp.concatenate([dh * (hbar - h_prev), drh * h_prev], 1) * (zr * (1 - zr))
+                dpre[:, t, : 2 * H], dpre[:, t, 2 * H :] = dzr, dhbar
+                dw_h[:, : 2 * H] += h_prev.T @ dzr
+                dw_h[:, 2 * H :] += (r * h_prev).T @ dhbar
+                dh = dh * (1 - z) + drh * r + dzr @ w_zr.T
+        x2, d2 = x.reshape(B * T, C), dpre.reshape(B * T, -1)
+        grads = {"start": dh.sum(0), "weight": xp.concatenate([x2.T @ d2, dw_h], 0), "bias": d2.sum(0)}
+        return (d2 @ w[:C].T).reshape(B, T, C), grads
 
     def saturated(self, t: Any, level: float) -> Any:
         return t.abs() > level  # h is tanh's (the GRU's a mix of tanh values): bounded by 1
@@ -428,6 +569,10 @@ class Residual(Layer):
 
     def join(self, xp: Any, x: Any, outputs: Sequence[Any], training: bool) -> Any:
         return x + outputs[0]
+
+    def join_backward(self, xp: Any, dy: Any) -> tuple[Any, list[Any]]:
+        """(d loss / d x by the join itself, d loss / d each body's output): the identity's and the body's, dy."""
+        return dy, [dy]
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return forward([(self, p)], xp, x, training)
@@ -455,6 +600,10 @@ class Ensemble(Layer):
 
     def join(self, xp: Any, x: Any, outputs: Sequence[Any], training: bool) -> Any:
         return self.combine(xp, outputs, training)
+
+    def join_backward(self, xp: Any, dy: Any) -> tuple[Any, list[Any]]:
+        """Training's stack: each member gets its own slice; the ids get nothing."""
+        return None, list(dy)
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return forward([(self, p)], xp, x, training)
@@ -518,17 +667,49 @@ def forward(
     x: Any,
     training: bool = False,
     trace: list[tuple[Layer, Any]] | None = None,
+    tape: list[tuple[Any, ...]] | None = None,
 ) -> Any:
     """The Sequential: each bound layer in turn; `trace` (a list) collects each layer with its output (the layers of
-    a residual's body and an ensemble's members too, before they are joined)."""
+    a residual's body and an ensemble's members too, before they are joined); `tape` (a list) what `backward` reads:
+    each layer with its parameters, input, output and saved values (a layer with bodies: their tapes)."""
     for layer, params in bound:
         if layer.bodies():  # a residual, an ensemble: its bodies run (and are traced) here, its `join` joins them
-            x = layer.join(xp, x, [forward(body, xp, x, training, trace) for body in params["bodies"]], training)
+            tapes = [[] if tape is not None else None for _ in params["bodies"]]
+            outputs = [forward(body, xp, x, training, trace, t) for body, t in zip(params["bodies"], tapes)]
+            y, saved = layer.join(xp, x, outputs, training), tapes
+        elif tape is not None:
+            y, saved = layer.forward_saving(xp, params, x, training)
         else:
-            x = layer.forward(xp, params, x, training)
+            y = layer.forward(xp, params, x, training)
+        if tape is not None:
+            tape.append((layer, params, x, y, saved))
         if trace is not None:
-            trace.append((layer, x))
+            trace.append((layer, y))
+        x = y
     return x
+
+
+def backward(tape: Sequence[tuple[Any, ...]], xp: Any, dy: Any, grads: dict[str, Any]) -> Any:
+    """Backpropagation through a forward's `tape`, from d loss / d its output: each layer's backward, the last first,
+    each parameter's gradient into `grads` under its state name; returns d loss / d the input (None for ids)."""
+    for layer, params, x, y, saved in reversed(tape):
+        if layer.bodies():
+            dx, douts = layer.join_backward(xp, dy)
+            for body_tape, dout in zip(saved, douts):
+                dbody = backward(body_tape, xp, dout, grads)
+                if dbody is not None:
+                    dx = dbody if dx is None else dx + dbody
+        else:
+            dx, layer_grads = layer.backward(xp, params, x, y, dy, saved)
+            for role, grad in layer_grads.items():
+                grads[layer.keys[role]] = grad
+        dy = dx
+    return dy
+
+
+def by_hand(layers: Sequence[Layer]) -> bool:
+    """Whether every layer (in bodies too) has its backward written here."""
+    return all(layer.by_hand for layer in walk(layers))
 
 
 def output_shape(layers: Sequence[Layer], block_size: int) -> Shape:

@@ -1,5 +1,5 @@
-"""makemore part 2's MLP in torch, with its state under the lecture's names and its plain-SGD update written by
-hand (makemore part 4's gradients): the network of model=mlp (charmlp.model.families)."""
+"""makemore part 2's MLP in torch, with its state under the lecture's names: the network of model=mlp
+(charmlp.model.families). Its layers' backward passes are the library's (charmlp.model.layers)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from charmlp.model import families
@@ -67,44 +66,3 @@ class LectureMLP(LayerNet):
 
     def layer(self, i: int) -> tuple[nn.Parameter, nn.Parameter]:
         return getattr(self, f"W{i}"), getattr(self, f"b{i}")
-
-    @torch.no_grad()
-    def sgd_step_(self, idx: torch.Tensor, targets: torch.Tensor, lr: float, weight_decay: float = 0.0) -> torch.Tensor:
-        """One plain-SGD update on a minibatch with the gradients worked out by hand; returns the loss before it.
-
-        The numbers of `F.cross_entropy` + `backward()` + `torch.optim.SGD(lr, weight_decay)` (makemore
-        part 4 derives each line), without autograd's bookkeeping, which on a model this small costs more
-        than the arithmetic. Each layer's gradient goes into its weights as soon as the layer below has
-        used the old ones. Dropout needs autograd.
-        """
-        if self.dropout:
-            raise ValueError("sgd_step_ has no dropout; train with autograd when model.dropout > 0")
-        # plain dict lookups and builtin ops only: Python overhead is a third of the time at this size
-        params, B = self._parameters, idx.shape[0]
-        layers = [(params[w], params[b]) for w, b in self._layer_names]
-        inputs = [F.embedding(idx, params["C"]).view(B, -1)]  # the input of each layer
-        for W, b in layers[:-1]:
-            inputs.append(torch.tanh(torch.addmm(b, inputs[-1], W)))
-        W, b = layers[-1]
-        logprobs = torch.log_softmax(torch.addmm(b, inputs[-1], W), dim=1)
-        targets = targets.unsqueeze(1)
-        loss = logprobs.gather(1, targets).mean().neg()
-        # d(sum of losses)/d(logits) = softmax - one_hot; the 1/B of the mean goes into the step size
-        grad_out = logprobs.exp_().scatter_add_(1, targets, torch.full((B, 1), -1.0, device=idx.device))
-        step, decay = -lr / B, 1 - lr * weight_decay
-        for i in range(len(layers) - 1, -1, -1):
-            (W, b), x = layers[i], inputs[i]
-            grad_in = grad_out @ W.T  # with W before its update
-            if i > 0:
-                grad_in.mul_(torch.rsub(x * x, 1))  # x = tanh(pre-activation), and tanh' = 1 - tanh^2
-            if weight_decay:
-                W.mul_(decay)
-                b.mul_(decay)
-            W.addmm_(x.T, grad_out, alpha=step)
-            b.add_(grad_out.sum(0), alpha=step)
-            grad_out = grad_in
-        C = params["C"]
-        if weight_decay:
-            C.mul_(decay)
-        C.index_add_(0, idx.reshape(-1), grad_out.view(-1, C.shape[1]), alpha=step)
-        return loss

@@ -1,8 +1,10 @@
 """numpy as the layer library's array module in sample.py: numpy's own functions, plus the primitives that torch
-has as one call (charmlp.model.torch_ops, their torch twins, tested equal), written out. torch-free."""
+has as one call (charmlp.model.torch_ops, their torch twins, tested equal), written out, and what the layers' training
+forward and backward read (charmlp.model.numpy_train_ops adds dropout's masks). torch-free."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -31,10 +33,15 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -
 
 
 def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return causal_attention_weights(q, k) @ v
+
+
+def causal_attention_weights(q: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """softmax(q k^T / sqrt(head size) + mask above the diagonal at -inf): (..., T, T), each row summing to 1."""
     T = q.shape[-2]
     att = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1]) + np.triu(np.full((T, T), -np.inf, q.dtype), 1)
     att = np.exp(att - att.max(-1, keepdims=True))
-    return att / att.sum(-1, keepdims=True) @ v
+    return att / att.sum(-1, keepdims=True)
 
 
 def causal_mean(x: np.ndarray) -> np.ndarray:
@@ -50,3 +57,23 @@ def mixture(logits: list[np.ndarray]) -> np.ndarray:
     logp -= np.log(np.exp(logp).sum(-1, keepdims=True))  # each member's log-probabilities
     top = logp.max(0)
     return top + np.log(np.exp(logp - top).mean(0))
+
+
+def scatter_rows(ids: np.ndarray, rows: np.ndarray, num: int) -> np.ndarray:
+    """(num, C): row i the sum of the `rows` whose id is i (an embedding's gradient), as one product with the one-hot
+    matrix: at 27 characters cheaper than np.add.at."""
+    key = (num, rows.dtype)
+    if key not in _EYES:
+        _EYES[key] = np.eye(num, dtype=rows.dtype)
+    return _EYES[key][ids].T @ rows
+
+
+_EYES: dict[tuple[int, Any], np.ndarray] = {}  # one identity matrix per vocabulary size and dtype
+
+
+def lerp_(a: np.ndarray, b: np.ndarray, weight: float) -> None:
+    """a += weight * (b - a), in place (torch's lerp_ for weight < 0.5)."""
+    a += weight * (b - a)
+
+
+no_grad = contextlib.nullcontext  # numpy keeps no graph

@@ -1,7 +1,7 @@
 """torch as the layer library's array module in training: torch's own functions, plus what training alone needs.
 
 charmlp.model.layers writes each forward once over an array module `xp`: numpy for sample.py, this module for
-training. It reads as torch (`xp.tanh`, `xp.no_grad`, ...) and adds `dropout`, which only training runs, so the
+training. It reads as torch (`xp.tanh`, `xp.no_grad`, ...) and adds `dropout_mask`, which only training runs, so the
 layer library itself never imports torch, and the primitives whose torch form is one fused call (GELU, layer norm,
 causal attention, the causal mean), each beside its numpy twin in charmlp.model.numpy_ops, tested equal.
 """
@@ -24,23 +24,23 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def dropout(h: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout; on the CPU with a mask cut from 64-bit random numbers, four elements per draw.
+def dropout_mask(h: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout's mask for h (0, or 1 / (1 - p)); on the CPU cut from 64-bit random numbers, four per draw.
 
     torch's CPU dropout draws one Mersenne Twister number per element: 4 ms for a 256 x 1024 layer, a third
-    of an update of experiment=best. Each 64-bit draw here gives four 15-bit uniform numbers (the top bit of
+    of an update of experiment=best_mlp. Each 64-bit draw here gives four 15-bit uniform numbers (the top bit of
     every 16-bit quarter is dropped), 8x less generator work. The keep probability is rounded to a multiple
     of 2^-15 and the survivors are scaled by that rounded value, so each element's expectation is unchanged.
-    Other devices keep F.dropout. Both draw from torch's global generator, so a seed fixes the masks.
+    Other devices keep F.dropout's mask. Both draw from torch's global generator, so a seed fixes the masks.
     """
     if h.device.type != "cpu":
-        return F.dropout(h, p)
+        return F.dropout(torch.ones_like(h), p)
     n = h.numel()
     draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_()
     uniform = draws.view(torch.int16)[:n].view(h.shape).bitwise_and_(2**DROPOUT_BITS - 1)
     threshold = min(round(p * 2**DROPOUT_BITS), 2**DROPOUT_BITS - 1)  # p near 1 still keeps a few
     keep = uniform >= threshold
-    return h * keep.to(h.dtype).mul_(2**DROPOUT_BITS / (2**DROPOUT_BITS - threshold))
+    return keep.to(h.dtype).mul_(2**DROPOUT_BITS / (2**DROPOUT_BITS - threshold))
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -74,3 +74,18 @@ def mixture(logits: list[torch.Tensor]) -> torch.Tensor:
     """The log of the members' average probability: log(mean_k softmax(logits_k)), over the last dim."""
     logp = torch.stack([torch.log_softmax(z, -1) for z in logits])
     return torch.logsumexp(logp, 0) - math.log(len(logits))
+
+
+def lerp_(a: torch.Tensor, b: torch.Tensor, weight: float) -> None:
+    """a += weight * (b - a), in place; b in a's dtype (bf16 statistics under autocast, fp32 buffers)."""
+    a.lerp_(b.to(a.dtype), weight)
+
+
+def scatter_rows(ids: torch.Tensor, rows: torch.Tensor, num: int) -> torch.Tensor:
+    return torch.zeros(num, rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(0, ids, rows)
+
+
+def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    T = q.shape[-2]
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    return torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, -math.inf), -1)

@@ -27,8 +27,9 @@ def lr_sweep(
 ) -> list[float]:
     """From the model's init, the k-th update with every lr at 10^exponents[k]; the loss before each update.
 
-    Any optimizer, dropout or depth: the update is training's autograd one (with plain SGD the numbers of
-    LectureMLP.sgd_step_, within float rounding). Stops at the first non-finite loss: past it the curve says nothing.
+    Any optimizer, dropout or depth: the update is training's autograd one (with plain SGD the numbers of the
+    hand-written update, charmlp.training.hand_step, within float rounding). Stops at the first non-finite loss:
+    past it the curve says nothing.
     """
     sampler = next(iter(datamodule.train_dataloader()))
     xs, ys = sampler.draw(len(exponents))  # the same minibatches as the first updates of a training run

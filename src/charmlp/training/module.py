@@ -127,21 +127,24 @@ class CharLMModule(L.LightningModule):
         if trainer.max_steps >= 0:
             todo = min(todo, trainer.max_steps - self.global_step)
         update = self.update
-        xs, ys = sampler.draw(todo)
+        xs, ys = update.inputs(*sampler.draw(todo))
         losses, first = [], self.global_step
         due = self.diagnostics.due(first, todo) if trainer.is_global_zero else None
         for i, (x, y) in enumerate(zip(xs, ys)):
             if i == due:  # read the network's health around this update, leaving it as it would be
-                with self.diagnostics.around(self.net, x, y, first + i + 1, trainer.precision_plugin.forward_context()):
+                x_, y_, context = torch.as_tensor(x), torch.as_tensor(y), trainer.precision_plugin.forward_context()
+                with self.diagnostics.around(self.net, x_, y_, first + i + 1, context):
                     losses.append(update(x, y))
             else:
                 losses.append(update(x, y))
             if scheduler is not None:
                 scheduler.step()
+        if not update.counts_itself:
+            lightning_internals.count_updates(trainer, todo)
         self.updates_done += todo
         self._check_counted(first, todo)
         self._average_running_stats()
-        losses = torch.stack(losses)
+        losses = torch.tensor(losses) if isinstance(losses[0], float) else torch.stack(losses)
         self._check_finite(losses, first_update=first + 1)
         if self.global_step == trainer.max_steps:
             trainer.should_stop = True  # makes Lightning validate once more before it stops

@@ -4,7 +4,8 @@ All three give the numbers of F.cross_entropy + backward + the configured torch 
 what they skip. Lightning's per-update machinery (precision plugin, backward and optimizer hooks, closures) costs
 more than an update of these small models, so the cheapest path that is still exact is taken:
 
-- HandWrittenSGD: the lecture's MLP's `sgd_step_` (gradients by hand, no autograd), plain SGD, one fp32 process.
+- HandWritten: forward, the layers' hand-written backward and SGD's or AdamW's step in numpy, on the tensors' own
+  memory (charmlp.training.hand_step), one fp32 process on the CPU whose layers all have a backward.
 - PlainTorch: autograd and the torch optimizer directly, without Lightning's wrapping, on one fp32 process.
 - LightningManual: Lightning's manual_backward + clip_gradients + optimizer.step(), for DDP, mixed precision
   and gradient clipping, which hook into those calls.
@@ -19,26 +20,29 @@ import lightning as L
 import torch
 
 from charmlp.errors import CharmlpError
-from charmlp.model.lecture import LectureMLP
-from charmlp.training import lightning_internals
+from charmlp.training import hand_step, lightning_internals
 from charmlp.training.loss import cross_entropy
 
 
-class HandWrittenSGD:
-    """Plain SGD by LectureMLP.sgd_step_: hand-written gradients, no autograd, no hooks (1.5x the seed's loop)."""
+class HandWritten:
+    """hand_step.HandStep: numpy forward, hand-written backward and optimizer step; no autograd, no hooks. Lightning
+    counts its updates once per Lightning step (`counted`)."""
 
-    name = "hand-written SGD"
+    name = "hand-written backward (numpy)"
+    counts_itself = False  # the module counts the step's updates in one go (lightning_internals.count_updates)
 
-    def __init__(self, net: LectureMLP, optimizer: Any) -> None:
-        self.sgd_step, self.optimizer = net.sgd_step_, optimizer  # bound once: nn.Module's lookup shows per update
-        lightning_internals.mark_stepped(optimizer)  # sgd_step_ is the optimizer's step
+    def __init__(self, net: torch.nn.Module, optimizer: Any) -> None:
+        self.step, self.optimizer = hand_step.HandStep(net, optimizer.optimizer), optimizer
+        lightning_internals.mark_stepped(optimizer)  # the hand step is the optimizer's step
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        lightning_internals.before_step(self.optimizer)  # what LightningOptimizer.step does around a step
-        group = self.optimizer.optimizer.param_groups[0]  # read each time: a resume's load_state_dict replaces them
-        loss = self.sgd_step(x, y, lr=group["lr"], weight_decay=group["weight_decay"])
-        lightning_internals.after_step(self.optimizer)  # counts the update
-        return loss
+    def __call__(self, x: Any, y: Any) -> float:
+        return self.step(x, y)
+
+    inputs = staticmethod(hand_step.HandStep.inputs)  # numpy views, made once per Lightning step
+
+
+def as_given(xs: Any, ys: Any) -> tuple[Any, Any]:
+    return xs, ys
 
 
 class PlainTorch:
@@ -46,6 +50,8 @@ class PlainTorch:
     own arithmetic, p += -lr * grad, without torch.optim.SGD's per-step bookkeeping."""
 
     name = "plain torch"
+    inputs = staticmethod(as_given)
+    counts_itself = True  # through the step hooks, as LightningOptimizer.step would
 
     def __init__(self, net: torch.nn.Module, optimizer: Any, plain_sgd: bool) -> None:
         self.net, self.optimizer, self.plain_sgd = net, optimizer, plain_sgd
@@ -75,6 +81,8 @@ class LightningManual:
     """Autograd through Lightning: manual_backward, its own clipping (unscaled under mixed precision), step()."""
 
     name = "Lightning manual backward"
+    inputs = staticmethod(as_given)
+    counts_itself = True  # optimizer.step() is LightningOptimizer's
 
     def __init__(self, module: L.LightningModule, optimizer: Any, clip_val: float | None, clip_algorithm: str) -> None:
         self.module, self.optimizer, self.clip_val, self.clip_algorithm = module, optimizer, clip_val, clip_algorithm
@@ -98,9 +106,9 @@ def check_clipping(clip_val: float | None, clip_algorithm: str) -> None:
 
 
 def choose(
-    module: L.LightningModule, optimizer: Any, fused_sgd: bool, clip_val: float | None, clip_algorithm: str
+    module: L.LightningModule, optimizer: Any, by_hand: bool, clip_val: float | None, clip_algorithm: str
 ) -> Update:
-    """The cheapest exact update for this run; every reason for a path is here."""
+    """The cheapest exact update for this run (`by_hand`: the config's fused_sgd); every reason for a path is here."""
     torch_optimizer, trainer, net = optimizer.optimizer, module.trainer, module.net
     group = torch_optimizer.param_groups[0]
     plain_sgd = (
@@ -108,16 +116,16 @@ def choose(
         and len(torch_optimizer.param_groups) == 1
         and not (group["momentum"] or group["nesterov"] or group["maximize"])
     )
-    # DDP and mixed precision hook into autograd and Lightning's backward; clipping needs the global gradient norm,
-    # which an update that applies each layer's gradient as soon as it has it (sgd_step_) never holds
+    # DDP and mixed precision hook into autograd and Lightning's backward; clipping goes through Lightning's
     one_process_fp32 = trainer.world_size == 1 and str(trainer.precision) in ("32-true", "32")
     if not one_process_fp32 or clip_val is not None:
         return LightningManual(module, optimizer, clip_val, clip_algorithm)
-    # sgd_step_ knows the lecture's MLP only: tanh layers, no dropout, the embedding not folded
-    hand_written = isinstance(net, LectureMLP) and not (net.dropout or net.fold_embedding)
-    if fused_sgd and plain_sgd and hand_written:
-        return HandWrittenSGD(net, optimizer)
+    # the hand step: CPU float32, layers that all have a backward, SGD without momentum or AdamW (hand_step.unsupported)
+    if by_hand and hand_step.unsupported(net, torch_optimizer) is None:
+        return HandWritten(net, optimizer)
     return PlainTorch(net, optimizer, plain_sgd=plain_sgd and not group["weight_decay"])
 
 
-Update = HandWrittenSGD | PlainTorch | LightningManual  # each is called as update(x, y) -> the loss before it
+Update = HandWritten | PlainTorch | LightningManual
+"""Each is called as update(x, y) -> the loss before it (a float, or a tensor left on its device), on the minibatches
+as its `inputs(xs, ys)` gives them."""
