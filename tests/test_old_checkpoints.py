@@ -1,10 +1,10 @@
 """Checkpoints written before the floor plan (b040acf: the network saved as `mlp.`) sample the same names, score
-the same numbers and resume to the same weights as b040acf's own code gives. The old checkpoints are made here,
-by b040acf's train.py taken from the clone's history, on this machine (so its floating point is the same)."""
+the same numbers and resume to the weights b040acf's own code gives (to float32 rounding: the update is numpy's
+now, charmlp.training.hand_step). The old checkpoints are made here, by b040acf's train.py taken from the clone's
+history, on this machine (so its floating point is the same)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -24,14 +24,6 @@ MODEL = {
 }
 ARGS = ["data.batch_size=8", "threads=1", "trainer.val_check_interval=100", "seed=5", "~logger"]
 SAMPLE, SCORE = ["n=8", "seed=3"], ["score=[emma,olivia,ava]"]
-
-
-def weights_digest(state: dict) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].float().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +59,7 @@ def old(tmp_path_factory) -> dict:
             "ckpt": ckpt,
             "names": old_script("sample.py", f"ckpt={ckpt}", *SAMPLE),
             "scores": old_script("sample.py", f"ckpt={ckpt}", *SCORE),
-            "resumed": weights_digest(network_state(resumed)),
+            "resumed": network_state(resumed),
         }
     return made
 
@@ -90,7 +82,10 @@ def test_an_old_checkpoint_resumes_to_the_weights_b040acf_reaches(old, family, t
     run(compose_cfg(tmp_path / "run", *data, "trainer.max_steps=400", f"ckpt_path={old[family]['ckpt']}"))
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(name.startswith("net.") for name in state)  # written in today's names
-    assert weights_digest(network_state(state)) == old[family]["resumed"]
+    resumed = network_state(state)
+    assert resumed.keys() == old[family]["resumed"].keys()
+    for name, weights in resumed.items():  # 200 updates apart, another summation order
+        torch.testing.assert_close(weights, old[family]["resumed"][name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_old_and_new_names_read_alike(old):

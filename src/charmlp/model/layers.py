@@ -73,6 +73,9 @@ class Layer:
         return self.forward(xp, p, x, training), None
 
     by_hand: ClassVar[bool] = True  # False: no backward written here; an update through it takes autograd
+    # False: in numpy this layer is slower than torch + autograd at makemore's sizes (it works along the time axis
+    # or on stacks of small matrices, where numpy has no fused kernel); a network with one trains by autograd
+    fast_by_hand: ClassVar[bool] = True
 
     def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
         """(d loss / d x, {role: d loss / d parameter}) from dy = d loss / d y, y = forward(x) in training; the
@@ -384,6 +387,7 @@ class LayerNorm(Layer):
     channels: int
     eps: float = 1e-5
     kind: ClassVar[str] = "layernorm"
+    fast_by_hand: ClassVar[bool] = False
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"gamma": (self.channels,), "beta": (self.channels,)}
@@ -410,6 +414,7 @@ class CausalAverage(Layer):
     """makemore.py's causal bag of words: position t becomes the mean of positions 0..t (no parameters)."""
 
     kind: ClassVar[str] = "causal_average"
+    fast_by_hand: ClassVar[bool] = False
 
     def forward(self, xp: Any, p: Mapping[str, Any], x: Any, training: bool = False) -> Any:
         return xp.causal_mean(x)
@@ -429,6 +434,7 @@ class Attention(Layer):
     channels: int  # C, a third of the input's
     heads: int
     kind: ClassVar[str] = "attention"
+    fast_by_hand: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.heads < 1 or self.channels % self.heads:
@@ -473,6 +479,7 @@ class Recurrent(Layer):
     hidden: int
     cell: str = "rnn"
     kind: ClassVar[str] = "recurrent"
+    fast_by_hand: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.cell not in ("rnn", "gru"):
@@ -710,6 +717,11 @@ def backward(tape: Sequence[tuple[Any, ...]], xp: Any, dy: Any, grads: dict[str,
 def by_hand(layers: Sequence[Layer]) -> bool:
     """Whether every layer (in bodies too) has its backward written here."""
     return all(layer.by_hand for layer in walk(layers))
+
+
+def fast_by_hand(layers: Sequence[Layer]) -> bool:
+    """Whether every layer (in bodies too) is faster through its numpy forward and backward than through autograd."""
+    return all(layer.fast_by_hand for layer in walk(layers))
 
 
 def output_shape(layers: Sequence[Layer], block_size: int) -> Shape:

@@ -26,6 +26,8 @@ def unsupported(net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> str |
     """Why `HandStep` cannot run this network and optimizer (None: it can)."""
     if not L.by_hand(net.stack):
         return "a layer has no hand-written backward"
+    if not L.fast_by_hand(net.stack):
+        return "a layer is faster by autograd (attention, recurrent, causal average, layer norm: fast_by_hand)"
     if getattr(net, "fold_embedding", False):
         return "model.fold_embedding's table lookups have no hand-written backward"
     if any(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import threadpoolctl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -57,7 +58,7 @@ logging.getLogger("lightning.fabric.utilities.rank_zero").addFilter(_not_noise)
 def run(cfg: DictConfig) -> float:
     """Train one model as the config says; return the best val/loss (what a sweeper minimises)."""
     started = time.perf_counter()
-    torch.set_num_threads(torch_threads(int(cfg.threads)))
+    set_threads(torch_threads(int(cfg.threads)))
     log.info("torch threads: %d", torch.get_num_threads())
     run_dir = Path(cfg.paths.output_dir)
     slurm.warning_outside_training()
@@ -160,6 +161,13 @@ def torch_threads(wanted: int) -> int:
     cores = os.cpu_count() or 1
     parallel_jobs = cores if parallel_jobs < 0 else parallel_jobs  # joblib's -1: one job per core
     return max(1, min(wanted, cores // parallel_jobs))
+
+
+def set_threads(n: int) -> None:
+    """n threads for torch and for numpy's BLAS (the hand-written update's products): OpenBLAS starts one per core,
+    and on a machine whose other cores are busy a small product then waits for them (2x slower on 2 cores)."""
+    torch.set_num_threads(n)
+    threadpoolctl.threadpool_limits(n, user_api="blas")
 
 
 def build_datamodule(cfg: DictConfig) -> NamesDataModule:
