@@ -276,3 +276,12 @@ def test_what_the_hand_step_does_not_write_goes_to_autograd(make, reason):
     folded = LectureMLP(27, fold_embedding=True)
     assert "fold_embedding" in hand_step.unsupported(folded, torch.optim.SGD(folded.parameters(), lr=0.1))
     assert "float32" in hand_step.unsupported(LectureMLP(27).double(), torch.optim.SGD(net.parameters(), lr=0.1))
+
+
+def test_families_faster_by_autograd_take_it(tmp_path):
+    """The sequence families with attention, recurrent, causal-average or layer-norm layers train by autograd (numpy is
+    slower there, README Speed); the bigram, a table, trains by hand."""
+    for model, by_hand in (("transformer", False), ("rnn", False), ("bow", False), ("bigram", True)):
+        net = _family_net(tmp_path, model, 6).float()
+        reason = hand_step.unsupported(net, torch.optim.AdamW(net.parameters(), lr=0.01))
+        assert (reason is None) == by_hand, (model, reason)
