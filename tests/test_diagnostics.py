@@ -103,7 +103,7 @@ def test_a_reading_leaves_the_generator_grads_and_running_statistics_alone():
 @pytest.mark.parametrize(
     "extra",
     [
-        [],  # the lecture's MLP on the hand-written SGD step
+        [],  # the lecture's MLP on the hand-written update
         ["experiment=lecture_bn", "model.hidden_dim=32", "model.dropout=0.2", "optimizer=adamw"],  # autograd
     ],
 )

@@ -5,7 +5,7 @@ registry, so a family is built and validated the same way in torch and in numpy,
 here plus its layers in charmlp.model.layers. torch-free: sample.py imports it.
 
 - `mlp` (conf/model/mlp.yaml): the lecture's part-2 MLP from its keys emb_dim, hidden_dim, num_hidden, dropout,
-  init; its state keeps the lecture's names C, W1, b1, ... and it trains with the hand-written SGD step.
+  init; its state keeps the lecture's names C, W1, b1, ... (its layers, and their backward, are the library's).
 - `layers` (conf/model/bn_mlp.yaml, wavenet.yaml, or any `model.layers` list): a list of library layers, its
   state named layers.I.ROLE.
 """

@@ -42,8 +42,8 @@ class CharLMModule(L.LightningModule):
 
     Lightning's own per-step work (hooks, progress, logging) costs more than an update of these tiny models, so
     each training step runs a short loop of real updates; `trainer.global_step` still counts updates. How one
-    update runs (hand-written SGD, plain torch, or Lightning's manual backward) is charmlp.training.updates'
-    choice, made once the optimizer and the strategy exist.
+    update runs (the hand-written numpy update, plain torch, or Lightning's manual backward) is
+    charmlp.training.updates' choice, made once the optimizer and the strategy exist.
     """
 
     def __init__(
