@@ -226,7 +226,11 @@ def test_installed_lightning_is_in_the_pinned_range():
 
 def test_float16_weights_give_finite_split_losses(tmp_path):
     # the loss summed over a 65,536-example evaluation batch is ~2e5: past float16's largest number, 65,504
-    run(compose_cfg(tmp_path, "trainer.max_steps=100", "trainer.precision=16-true", *SMALL))
+    run(
+        compose_cfg(
+            tmp_path, "trainer.max_steps=100", "trainer.precision=16-true", "data.eval_batch_size=65536", *SMALL
+        )
+    )
     m = metrics(tmp_path)
     assert all(math.isfinite(m[k]) and m[k] < 20 for k in ("train/loss", "val/loss", "test/loss"))
 

@@ -42,7 +42,7 @@ class NamesDataModule(L.LightningDataModule):
         splits: Sequence[float] = (0.8, 0.1, 0.1),
         split_seed: int = 42,
         seed: int = 0,
-        eval_batch_size: int = 65536,
+        eval_batch_size: int = 8192,
         dedup: bool = False,
         mode: str = "windows",
     ) -> None:
