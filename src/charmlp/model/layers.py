@@ -72,15 +72,14 @@ class Layer:
         """The forward's output and what its backward needs besides the input and the output (None: nothing)."""
         return self.forward(xp, p, x, training), None
 
-    by_hand: ClassVar[bool] = True  # False: no backward written here; an update through it takes autograd
     # False: in numpy this layer is slower than torch + autograd at makemore's sizes (it works along the time axis
     # or on stacks of small matrices, where numpy has no fused kernel); a network with one trains by autograd
     fast_by_hand: ClassVar[bool] = True
 
     def backward(self, xp: Any, p: Mapping[str, Any], x: Any, y: Any, dy: Any, saved: Any) -> tuple[Any, dict]:
-        """(d loss / d x, {role: d loss / d parameter}) from dy = d loss / d y, y = forward(x) in training; the
-        identity's: dy."""
-        return dy, {}
+        """(d loss / d x, {role: d loss / d parameter}) from dy = d loss / d y, y = forward(x) in training. A layer
+        that does not write its own has none (`by_hand` says so): an update through it takes autograd."""
+        raise NotImplementedError(f"{type(self).__name__} has no hand-written backward")
 
 
 @dataclass
@@ -715,8 +714,12 @@ def backward(tape: Sequence[tuple[Any, ...]], xp: Any, dy: Any, grads: dict[str,
 
 
 def by_hand(layers: Sequence[Layer]) -> bool:
-    """Whether every layer (in bodies too) has its backward written here."""
-    return all(layer.by_hand for layer in walk(layers))
+    """Whether every layer (in bodies too) has its backward written here: its own `backward`, or for a layer with
+    bodies its `join_backward` (the bodies' layers are walked too)."""
+    return all(
+        hasattr(layer, "join_backward") if layer.bodies() else type(layer).backward is not Layer.backward
+        for layer in walk(layers)
+    )
 
 
 def fast_by_hand(layers: Sequence[Layer]) -> bool:

@@ -59,6 +59,9 @@ def mixture(logits: list[np.ndarray]) -> np.ndarray:
     return top + np.log(np.exp(logp - top).mean(0))
 
 
+# the backward's own primitives (the hand-written update is numpy's alone: no torch twins)
+
+
 def scatter_rows(ids: np.ndarray, rows: np.ndarray, num: int) -> np.ndarray:
     """(num, C): row i the sum of the `rows` whose id is i (an embedding's gradient), as one product with the one-hot
     matrix: at 27 characters cheaper than np.add.at."""

@@ -79,13 +79,3 @@ def mixture(logits: list[torch.Tensor]) -> torch.Tensor:
 def lerp_(a: torch.Tensor, b: torch.Tensor, weight: float) -> None:
     """a += weight * (b - a), in place; b in a's dtype (bf16 statistics under autocast, fp32 buffers)."""
     a.lerp_(b.to(a.dtype), weight)
-
-
-def scatter_rows(ids: torch.Tensor, rows: torch.Tensor, num: int) -> torch.Tensor:
-    return torch.zeros(num, rows.shape[1], dtype=rows.dtype, device=rows.device).index_add_(0, ids, rows)
-
-
-def causal_attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    T = q.shape[-2]
-    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    return torch.softmax((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(mask, -math.inf), -1)

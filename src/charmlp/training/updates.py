@@ -26,7 +26,7 @@ from charmlp.training.loss import cross_entropy
 
 class HandWritten:
     """hand_step.HandStep: numpy forward, hand-written backward and optimizer step; no autograd, no hooks. Lightning
-    counts its updates once per Lightning step (`counted`)."""
+    counts its updates once per Lightning step (`counts_itself`)."""
 
     name = "hand-written backward (numpy)"
     counts_itself = False  # the module counts the step's updates in one go (lightning_internals.count_updates)
